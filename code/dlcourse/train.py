@@ -1,0 +1,160 @@
+"""Training loops on optax: one jit-compiled step, many steps as a ``lax.scan``.
+
+Every loop takes an ``optax.GradientTransformation`` (it never builds one) and a
+loss ``loss_fn(params, batch) -> scalar``. Batch over seeds or widths of equal
+shape with ``jax.vmap`` around these functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+PyTree = Any
+LossFn = Callable[[PyTree, Any], jax.Array]
+
+
+class TrainState(NamedTuple):
+    """Parameters and optimizer state carried through the scan."""
+
+    params: PyTree
+    opt_state: optax.OptState
+
+
+def init_state(params: PyTree, optimizer: optax.GradientTransformation) -> TrainState:
+    """Initial ``TrainState`` for ``params``."""
+    return TrainState(params, optimizer.init(params))
+
+
+def make_step(loss_fn: LossFn, optimizer: optax.GradientTransformation):
+    """One optimizer step: ``value_and_grad -> optimizer.update -> apply_updates``.
+
+    Returns:
+        ``step(state, batch) -> (new_state, loss)``, where ``loss`` is the loss at
+        the parameters *before* the update.
+    """
+
+    def step(state: TrainState, batch) -> tuple[TrainState, jax.Array]:
+        loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        return TrainState(optax.apply_updates(state.params, updates), opt_state), loss
+
+    return step
+
+
+def fit(
+    loss_fn: LossFn,
+    params: PyTree,
+    optimizer: optax.GradientTransformation,
+    data,
+    *,
+    steps: int,
+    log_every: int = 1,
+) -> tuple[PyTree, jax.Array]:
+    """Full-batch training for ``steps`` steps.
+
+    Args:
+        loss_fn: ``loss_fn(params, data) -> scalar``.
+        params: initial parameters.
+        optimizer: an optax gradient transformation.
+        data: the whole training set, passed to ``loss_fn`` at every step.
+        steps: number of optimizer steps (a multiple of ``log_every``).
+        log_every: record the loss every ``log_every`` steps.
+
+    Returns:
+        Final parameters and the recorded losses, shape ``(steps // log_every,)``;
+        entry ``k`` is the loss before step ``k * log_every``.
+    """
+    if steps % log_every:
+        raise ValueError(f"steps={steps} is not a multiple of log_every={log_every}")
+    step = make_step(loss_fn, optimizer)
+
+    def block(state, _):
+        def inner(s, _):
+            return step(s, data)
+
+        state, losses = jax.lax.scan(inner, state, None, length=log_every)
+        return state, losses[0]
+
+    state, losses = jax.lax.scan(block, init_state(params, optimizer), None, length=steps // log_every)
+    return state.params, losses
+
+
+def fit_minibatch(
+    loss_fn: LossFn,
+    params: PyTree,
+    optimizer: optax.GradientTransformation,
+    data: tuple,
+    *,
+    steps: int,
+    batch_size: int,
+    key: jax.Array,
+) -> tuple[PyTree, jax.Array]:
+    """SGD-style training on minibatches drawn uniformly with replacement.
+
+    Args:
+        loss_fn: ``loss_fn(params, batch) -> scalar``; ``batch`` has the same
+            structure as ``data`` with leading dimension ``batch_size``.
+        params: initial parameters.
+        optimizer: an optax gradient transformation.
+        data: tuple of arrays sharing their leading dimension ``n``.
+        steps: number of optimizer steps.
+        batch_size: examples per step.
+        key: randomness for the minibatch indices.
+
+    Returns:
+        Final parameters and the minibatch loss at every step, shape ``(steps,)``.
+    """
+    n = jax.tree_util.tree_leaves(data)[0].shape[0]
+    step = make_step(loss_fn, optimizer)
+    keys = jax.random.split(key, steps)
+
+    def body(state, k):
+        idx = jax.random.randint(k, (batch_size,), 0, n)
+        batch = jax.tree_util.tree_map(lambda a: a[idx], data)
+        return step(state, batch)
+
+    state, losses = jax.lax.scan(body, init_state(params, optimizer), keys)
+    return state.params, losses
+
+
+def trajectory(
+    loss_fn: LossFn,
+    params: PyTree,
+    optimizer: optax.GradientTransformation,
+    data,
+    *,
+    steps: int,
+    observe: Callable[[PyTree], Any],
+) -> tuple[PyTree, Any]:
+    """Full-batch training that records ``observe(params)`` before every step.
+
+    Useful when the quantity of interest is not the loss (a distance to a
+    reference point, a Hessian eigenvalue, a kernel).
+
+    Returns:
+        Final parameters and the stacked observations (leading axis ``steps``).
+    """
+    step = make_step(loss_fn, optimizer)
+
+    def body(state, _):
+        obs = observe(state.params)
+        state, _ = step(state, data)
+        return state, obs
+
+    state, obs = jax.lax.scan(body, init_state(params, optimizer), None, length=steps)
+    return state.params, obs
+
+
+def squared_loss(apply_fn: Callable) -> LossFn:
+    """``loss(params, (x, y)) = mean((apply_fn(params, x) - y)**2) / 2``."""
+
+    def loss(params, batch):
+        x, y = batch
+        return 0.5 * jnp.mean((apply_fn(params, x) - y) ** 2)
+
+    return loss
