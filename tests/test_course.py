@@ -1,0 +1,123 @@
+"""Every week of the course renders, completely, through the Quarto-free path.
+
+The session fixture renders the whole project once (executing every source in
+a Jupyter kernel; a source whose code has not changed comes from the cache).
+Any failing cell, pandoc warning, unknown citation or cross-reference stops
+that render, so these tests also certify "zero warnings".
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from coursebuild.render import Project, install_site_libs, render_document
+
+ROOT = Path(__file__).resolve().parents[1]
+WEEKS = sorted(p for p in (ROOT / "lectures").glob("[0-9][0-9]-*") if p.is_dir())
+MIN_PAGES = {w.name: (10 if 5 <= int(w.name[:2]) <= 7 else 8) for w in WEEKS}
+
+
+@pytest.fixture(scope="session")
+def course():
+    project = Project.load(ROOT)
+    install_site_libs(project)
+    rendered = {}
+    for src in project.sources():
+        rendered[src] = render_document(project, src)
+    return project, rendered
+
+
+def week_id(p: Path) -> str:
+    return p.name
+
+
+def pdf_pages(pdf: Path) -> int:
+    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
+    return int(re.search(r"^Pages:\s+(\d+)", info, re.M).group(1))
+
+
+class _Slides(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.slides = 0
+        self.notes = 0
+        self.imgs: list[dict] = []
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        cls = (a.get("class") or "").split()
+        if tag == "section" and ("slide" in cls or a.get("id") == "title-slide"):
+            self.slides += 1
+        if tag == "aside" and "notes" in cls:
+            self.notes += 1
+        if tag == "img":
+            self.imgs.append(a)
+        if tag == "a" and a.get("href"):
+            self.links.append(a["href"])
+
+
+def parse(html: Path) -> _Slides:
+    p = _Slides()
+    p.feed(html.read_text(encoding="utf-8"))
+    return p
+
+
+def test_every_source_rendered(course):
+    project, rendered = course
+    assert rendered, "no sources found"
+    for src, r in rendered.items():
+        assert r.outputs, src
+
+
+@pytest.mark.parametrize("week", WEEKS, ids=week_id)
+def test_week_is_complete(course, week):
+    project, rendered = course
+    out = project.output_dir / week.relative_to(project.root)
+    deck, handout = out / "lecture.html", out / "lecture.pdf"
+    lab, notebook = out / "lab.html", out / "lab.ipynb"
+    for f in (deck, handout, lab, notebook):
+        assert f.exists() and f.stat().st_size > 0, f
+    slides = parse(deck)
+    assert 25 <= slides.slides <= 45, f"{week.name}: {slides.slides} slides"
+    # speaker notes on content slides: all but title, section and reference slides
+    assert slides.notes >= 0.6 * slides.slides, f"{week.name}: {slides.notes} notes for {slides.slides} slides"
+    pages = pdf_pages(handout)
+    assert MIN_PAGES[week.name] <= pages <= 20, f"{week.name}: {pages} pages"
+    for img in slides.imgs + parse(lab).imgs:
+        assert img.get("alt"), f"{week.name}: image without alt text: {img.get('src')}"
+    nb = nbformat.read(notebook, as_version=4)
+    nbformat.validate(nb)
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+    first = next(c for c in nb.cells if c.cell_type == "code")
+    assert first.source.startswith("# Requirements:"), "the lab's first cell names its packages"
+    assert "dlcourse" not in "\n".join(c.source for c in nb.cells if c.cell_type == "code"), \
+        "labs build their experiment from scratch"
+
+
+def test_home_page_links_every_week(course):
+    project, _ = course
+    index = project.output_dir / "index.html"
+    links = parse(index).links
+    for week in WEEKS:
+        base = f"lectures/{week.name}/"
+        for name in ("lecture.html", "lecture.pdf", "lab.html", "lab.ipynb"):
+            assert base + name in links, f"home page lacks {base + name}"
+    for href in links:
+        if "://" in href or href.startswith("#"):
+            continue
+        assert (index.parent / href).exists(), f"home page link does not resolve: {href}"
+
+
+def test_execution_cost_is_reported(course, record_property):
+    """Kernel CPU seconds per source (reported, not asserted: wall-clock asserts are flaky)."""
+    _, rendered = course
+    for src, r in rendered.items():
+        if r.executed is not None and r.executed.cpu_seconds is not None:
+            record_property(str(src.relative_to(ROOT)), round(r.executed.cpu_seconds, 1))

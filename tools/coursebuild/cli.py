@@ -1,0 +1,102 @@
+"""``python -m coursebuild render [PATH ...]``: render the course, with Quarto when it is installed.
+
+PATH may be a week's folder (``lectures/01-statistical-learning``) or a source
+file; without PATH the whole project is rendered. Progress is printed per
+week, then where the outputs went. Exit status 1 on a broken source, with the
+message ``file:line: problem``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .errors import BuildError
+from .render import Project, install_site_libs, render_document
+
+
+def _select(project: Project, paths: list[str]) -> list[Path]:
+    sources = project.sources()
+    if not paths:
+        return sources
+    chosen = []
+    for p in paths:
+        target = Path(p).resolve()
+        hits = [s for s in sources if s == target or target in s.parents]
+        if not hits:
+            raise BuildError(target, 1, "not a source of this project (see project: render: in _quarto.yml)")
+        chosen += [h for h in hits if h not in chosen]
+    return chosen
+
+
+def _group(project: Project, sources: list[Path]) -> list[tuple[str, list[Path]]]:
+    groups: dict[str, list[Path]] = {}
+    for s in sources:
+        groups.setdefault(str(s.parent.relative_to(project.root)) or ".", []).append(s)
+    return list(groups.items())
+
+
+def render_without_quarto(project: Project, paths: list[str], *, use_cache: bool) -> int:
+    start = time.perf_counter()
+    install_site_libs(project)
+    sources = _select(project, paths)
+    groups = _group(project, sources)
+    total_cpu = 0.0
+    for n, (folder, files) in enumerate(groups, start=1):
+        notes = []
+        for f in files:
+            r = render_document(project, f, use_cache=use_cache)
+            ex = r.executed
+            how = "cached" if ex.cached else f"executed in {ex.wall_seconds:.1f} s, {ex.cpu_seconds or 0:.1f} s CPU"
+            if not ex.cached:
+                total_cpu += ex.cpu_seconds or 0.0
+            kinds = ", ".join(o.suffix.lstrip(".") for o in r.outputs)
+            notes.append(f"{f.name} ({how}; {kinds}; {r.seconds:.1f} s)")
+        print(f"[{n}/{len(groups)}] {folder}: " + " | ".join(notes), flush=True)
+    elapsed = time.perf_counter() - start
+    out = os.path.relpath(project.output_dir)
+    home = f" (home page: {out}/index.html)" if (project.output_dir / "index.html").exists() else ""
+    print(f"done in {elapsed:.1f} s ({total_cpu:.1f} s CPU in kernels); outputs in {out}/{home}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="coursebuild", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("render", help="render the course or some of its weeks")
+    r.add_argument("paths", nargs="*", help="week folders or sources (default: everything)")
+    r.add_argument("--project", default=".", help="project root (default: .)")
+    engine = r.add_mutually_exclusive_group()
+    engine.add_argument("--quarto-free", action="store_true",
+                        help="use the Quarto-free path even when quarto is on PATH")
+    engine.add_argument("--quarto", action="store_true", help="require Quarto")
+    r.add_argument("--no-cache", action="store_true", help="re-execute every source")
+    args = parser.parse_args(argv)
+
+    try:
+        project = Project.load(args.project)
+        beside = Path(sys.executable).parent / "quarto"  # quarto-cli installed into the venv
+        quarto = shutil.which("quarto") or (str(beside) if beside.exists() else None)
+        if args.quarto and not quarto:
+            print("coursebuild: --quarto given but quarto is not on PATH", file=sys.stderr)
+            return 2
+        if quarto and not args.quarto_free:
+            print(f"rendering with {quarto}", flush=True)
+            cmd = [quarto, "render", *args.paths]
+            if args.no_cache:
+                cmd.append("--cache-refresh")
+            return subprocess.call(cmd, cwd=project.root)
+        return render_without_quarto(project, args.paths, use_cache=not args.no_cache)
+    except BuildError as exc:
+        try:
+            shown = exc.path.relative_to(Path(args.project).resolve())
+        except ValueError:
+            shown = exc.path
+        print(f"error: {shown}:{exc.line}: {exc.message}", file=sys.stderr)
+        return 1

@@ -1,0 +1,513 @@
+"""The Quarto-free render path: execute, assemble, convert with pandoc, compile Typst.
+
+One source is executed once (for all of its formats), then for each format:
+the markdown with the cell outputs goes through pandoc with ``quarto.lua`` and
+citeproc, to reveal.js HTML, Typst (compiled to PDF), HTML or ipynb. Every
+output of a source is written to a staging folder first and moved into the
+output directory only when all formats succeeded: a failed build leaves the
+previous outputs untouched.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+import pypandoc
+import typst
+
+from .errors import BuildError
+from .execute import Executed, execute
+from .source import Cell, Document, load_yaml, read_qmd
+
+HERE = Path(__file__).parent
+LUA_FILTER = HERE / "quarto.lua"
+TEMPLATES = HERE / "templates"
+EXTENSIONS = {"revealjs": ".html", "html": ".html", "typst": ".pdf", "ipynb": ".ipynb"}
+FORMAT_ORDER = ("revealjs", "typst", "html", "ipynb")
+
+
+# ----------------------------------------------------------------------------
+# project and metadata
+# ----------------------------------------------------------------------------
+def deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _format_dict(value) -> dict:
+    """``format:`` may be a name, a list of names, or a mapping name -> options|'default'."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        return {value: {}}
+    if isinstance(value, list):
+        return {str(v): {} for v in value}
+    return {k: (v if isinstance(v, dict) else {}) for k, v in value.items()}
+
+
+@dataclass
+class Project:
+    root: Path
+    config: dict
+    output_dir: Path
+    cache_dir: Path
+
+    @classmethod
+    def load(cls, root: str | Path = ".") -> "Project":
+        root = Path(root).resolve()
+        cfg_path = root / "_quarto.yml"
+        if not cfg_path.exists():
+            raise BuildError(cfg_path, 1, "no _quarto.yml: not a Quarto project root")
+        config = load_yaml(cfg_path.read_text(encoding="utf-8"), cfg_path, 1)
+        out = root / config.get("project", {}).get("output-dir", "_site")
+        return cls(root, config, out, root / ".jupyter_cache")
+
+    def sources(self) -> list[Path]:
+        """The documents listed by ``project: render:`` (globs), in order."""
+        patterns = self.config.get("project", {}).get("render") or ["**/*.qmd"]
+        found: list[Path] = []
+        for pat in patterns:
+            for p in sorted(glob.glob(str(self.root / pat), recursive=True)):
+                path = Path(p).resolve()
+                if any(part.startswith(("_", ".")) for part in path.relative_to(self.root).parts):
+                    continue
+                if path not in found:
+                    found.append(path)
+        return found
+
+    def directory_metadata(self, doc_path: Path) -> dict:
+        """Merged ``_metadata.yml`` from the project root down to the document's folder."""
+        meta: dict = {}
+        rel = doc_path.parent.relative_to(self.root)
+        folders = [self.root] + [self.root.joinpath(*rel.parts[: i + 1]) for i in range(len(rel.parts))]
+        for folder in folders:
+            f = folder / "_metadata.yml"
+            if f.exists():
+                meta = deep_merge(meta, load_yaml(f.read_text(encoding="utf-8"), f, 1))
+        return meta
+
+    def output_path(self, doc_path: Path, fmt: str) -> Path:
+        rel = doc_path.relative_to(self.root).with_suffix(EXTENSIONS[fmt])
+        return self.output_dir / rel
+
+
+@dataclass
+class Resolved:
+    """A document's metadata and per-format options after Quarto's merge rules."""
+
+    meta: dict
+    formats: dict[str, dict]
+    execute: dict
+
+
+def resolve(project: Project, doc: Document) -> Resolved:
+    proj = {k: v for k, v in project.config.items() if k not in ("project", "format", "execute")}
+    dirmeta = project.directory_metadata(doc.path)
+    meta = deep_merge(deep_merge(proj, {k: v for k, v in dirmeta.items() if k != "format"}),
+                      {k: v for k, v in doc.meta.items() if k != "format"})
+    proj_formats = _format_dict(project.config.get("format"))
+    input_formats = deep_merge(_format_dict(dirmeta.get("format")), _format_dict(doc.meta.get("format")))
+    names = list(input_formats) or list(proj_formats)
+    for name in names:
+        if name not in EXTENSIONS:
+            raise BuildError(doc.path, 1, f"format {name!r} is not supported by the Quarto-free build "
+                                          f"(supported: {', '.join(EXTENSIONS)})")
+    formats = {n: deep_merge(proj_formats.get(n, {}), input_formats.get(n, {})) for n in names}
+    exts = [EXTENSIONS[n] for n in names]
+    if len(set(exts)) != len(exts):
+        raise BuildError(doc.path, 1, "two formats would write the same file (e.g. html and revealjs)")
+    execute_opts = deep_merge(project.config.get("execute", {}), doc.meta.get("execute", {}))
+    return Resolved(meta, formats, execute_opts)
+
+
+# ----------------------------------------------------------------------------
+# assembling markdown with the cell outputs
+# ----------------------------------------------------------------------------
+def _attr_quote(s: str) -> str:
+    return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ") + '"'
+
+
+def _fence(text: str, classes: str) -> str:
+    ticks = "```"
+    while ticks in text:
+        ticks += "`"
+    return f"{ticks} {{{classes}}}\n{text.rstrip()}\n{ticks}\n"
+
+
+@dataclass
+class Figures:
+    """Writes image outputs once, shared by all formats of a document."""
+
+    folder: Path  # staging folder of <stem>_files
+    rel: str  # path of that folder relative to the document's output
+    written: dict[tuple[int, int], str] = field(default_factory=dict)
+
+    def save(self, cell_index: int, k: int, label: str | None, data: dict) -> str:
+        if (cell_index, k) in self.written:
+            return self.written[(cell_index, k)]
+        stem = label or f"cell-{cell_index}"
+        if "image/svg+xml" in data:
+            name, payload = f"{stem}-{k + 1}.svg", data["image/svg+xml"]
+            blob = payload.encode() if isinstance(payload, str) else "".join(payload).encode()
+        elif "image/png" in data:
+            name, blob = f"{stem}-{k + 1}.png", base64.b64decode(data["image/png"])
+        else:
+            raise ValueError("no image in output")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / name).write_bytes(blob)
+        self.written[(cell_index, k)] = f"{self.rel}/{name}"
+        return self.written[(cell_index, k)]
+
+
+def _cell_markdown(i: int, cell: Cell, outputs: list, fmt: str, opts: dict, figures: Figures) -> str:
+    """Markdown for one code cell in format ``fmt``."""
+    o = {**opts, **cell.options}
+    if o.get("include", True) is False:
+        return ""
+    if fmt == "ipynb":
+        hidden = ' source_hidden="true"' if o.get("code-fold") else ""
+        return f"::: {{.cell .code{hidden}}}\n" + _fence(cell.source, ".python") + ":::\n"
+    parts: list[str] = []
+    if o.get("echo", True) is True:
+        parts.append(_fence(cell.source, ".python .cell-code"))
+    output = o.get("output", True)
+    if output is False:
+        return "\n".join(parts)
+    label = o.get("label")
+    nfig = 0
+    for out in outputs:
+        kind = out.get("output_type")
+        if kind == "stream":
+            if out.get("name") != "stdout":
+                continue  # warnings and logs are not part of the page (warning: false)
+            text = out.get("text", "")
+            parts.append(text if output == "asis" else _fence(text, ".cell-output"))
+        elif kind in ("display_data", "execute_result"):
+            data = out.get("data", {})
+            if "image/svg+xml" in data or "image/png" in data:
+                cap, alt = o.get("fig-cap"), o.get("fig-alt")
+                if not cap or not alt:
+                    missing = " and ".join(n for n, v in (("fig-cap", cap), ("fig-alt", alt)) if not v)
+                    raise BuildError(cell.path, cell.line, f"figure without {missing}: every figure needs both")
+                path = figures.save(i, nfig, label, data)
+                ident = f"#{label} " if label and label.startswith("fig-") and nfig == 0 else ""
+                if nfig > 0 and label and label.startswith("fig-"):
+                    raise BuildError(cell.path, cell.line,
+                                     f"cell {label} draws more than one figure; use subplots in one figure")
+                parts.append(f"![{cap}]({path}){{{ident}fig-alt={_attr_quote(alt)}}}\n")
+                nfig += 1
+            elif "text/markdown" in data:
+                parts.append("".join(data["text/markdown"]))
+            elif "text/plain" in data and kind == "execute_result":
+                text = "".join(data["text/plain"])
+                parts.append(text if output == "asis" else _fence(text, ".cell-output"))
+        elif kind == "error":
+            raise BuildError(cell.path, cell.line, f"cell raised {out.get('ename')}: {out.get('evalue')}")
+    return "\n".join(parts)
+
+
+def assemble(doc: Document, executed: Executed, fmt: str, opts: dict, figures: Figures) -> str:
+    chunks = []
+    for i, cell in enumerate(doc.cells):
+        if cell.kind == "markdown":
+            chunks.append(cell.source)
+        else:
+            chunks.append(_cell_markdown(i, cell, executed.outputs.get(i, []), fmt, opts, figures))
+    return "\n\n".join(chunks) + "\n"
+
+
+# ----------------------------------------------------------------------------
+# pandoc
+# ----------------------------------------------------------------------------
+WARNING = re.compile(r"^\[WARNING\]\s*(.*)$")
+
+
+def _locate_message(doc: Document, message: str) -> BuildError:
+    m = re.search(r"citation (\S+) not found", message)
+    if m:
+        path, line = doc.locate("@" + m.group(1))
+        return BuildError(path, line, f"unknown citation key @{m.group(1)} (not in the bibliography)")
+    m = re.search(r"unknown cross-reference @(\S+)", message)
+    if m:
+        path, line = doc.locate("@" + m.group(1))
+        return BuildError(path, line, f"unknown cross-reference @{m.group(1)}")
+    m = re.search(r"Could not convert TeX math\s+(.+?), rendering as TeX", message, re.S)
+    if m:
+        formula = m.group(1).strip()
+        needle = formula.splitlines()[0].strip()[:40]
+        path, line = doc.locate(needle)
+        return BuildError(path, line, f"math that pandoc cannot convert: {formula[:120]}")
+    m = re.search(r"cross-reference @(\S+) mixed with citations", message)
+    if m:
+        path, line = doc.locate("@" + m.group(1))
+        return BuildError(path, line, message.strip())
+    return BuildError(doc.path, 1, f"pandoc: {message.strip()}")
+
+
+def run_pandoc(doc: Document, markdown: str, args: list[str], cwd: Path) -> str:
+    """Run pandoc; any warning or error becomes a BuildError at the source line."""
+    pandoc = pypandoc.get_pandoc_path()
+    proc = subprocess.run(
+        [pandoc, "-f", "markdown", *args],
+        input=markdown.encode(), capture_output=True, cwd=cwd,
+    )
+    stderr = proc.stderr.decode(errors="replace")
+    warnings = []
+    current: list[str] = []
+    for line in stderr.splitlines():
+        w = WARNING.match(line)
+        if w:
+            if current:
+                warnings.append("\n".join(current))
+            current = [w.group(1)]
+        elif current:
+            current.append(line)
+    if current:
+        warnings.append("\n".join(current))
+    if proc.returncode != 0:
+        raise _locate_message(doc, stderr)
+    if warnings:
+        raise _locate_message(doc, warnings[0])
+    return proc.stdout.decode()
+
+
+def _metadata_file(meta: dict, fmt: str, folder: Path, project: Project) -> Path:
+    m = {k: v for k, v in meta.items() if k not in ("format", "execute", "bibliography")}
+    m["coursebuild-format"] = fmt
+    bib = meta.get("bibliography")
+    if bib:
+        bibs = [bib] if isinstance(bib, str) else list(bib)
+        m["bibliography"] = [str((project.root / b).resolve()) for b in bibs]
+    path = folder / f"meta-{fmt}.json"
+    path.write_text(json.dumps(m, default=str))
+    return path
+
+
+def _rel(target: Path, start: Path) -> str:
+    return os.path.relpath(target, start).replace(os.sep, "/")
+
+
+def pandoc_args(fmt: str, opts: dict, project: Project, out_dir: Path, meta_file: Path) -> list[str]:
+    scratch = meta_file.parent
+    """Command-line options for pandoc from the format's Quarto options."""
+    libs = _rel(project.output_dir / "site_libs", out_dir)
+    common = ["--metadata-file", str(meta_file), "--lua-filter", str(LUA_FILTER), "--citeproc"]
+    if fmt == "revealjs":
+        args = common + [
+            "-t", "revealjs", "-s", "--slide-level", "2",
+            "-V", f"revealjs-url={libs}/revealjs",
+            f"--katex={libs}/katex/",
+            "-V", "theme=white",
+            "-V", f"width={opts.get('width', 1050)}",
+            "-V", f"height={opts.get('height', 700)}",
+            "-V", f"margin={opts.get('margin', 0.1)}",
+            "-V", f"center={str(opts.get('center', True)).lower()}",
+            "-V", f"transition={opts.get('transition', 'none')}",
+            "-V", "hash=true",
+            "-V", "navigationMode=linear",
+            "-V", "controlsTutorial=false",
+        ]
+        if opts.get("slide-number"):
+            sn = opts["slide-number"]
+            args += ["-V", f"slideNumber='{sn}'" if isinstance(sn, str) else "slideNumber=true"]
+        themes = opts.get("theme", [])
+        for t in [themes] if isinstance(themes, str) else themes:
+            if t.endswith(".scss"):
+                args += ["--css", f"{libs}/course/{Path(t).stem}.css"]
+        if opts.get("footer"):
+            footer = scratch / "footer.html"
+            footer.write_text(f'<div class="reveal-footer">{opts["footer"]}</div>\n')
+            args += ["--include-before-body", str(footer)]
+        if opts.get("incremental"):
+            args.append("--incremental")
+        return args
+    if fmt == "typst":
+        args = common + ["-t", "typst", "-s", "--resource-path", str(out_dir),
+                         "-V", "page-numbering=1",
+                         "--include-in-header", str(TEMPLATES / "handout.typ")]
+        if opts.get("toc"):
+            args += ["--toc", "--toc-depth", str(opts.get("toc-depth", 2))]
+        if opts.get("number-sections"):
+            args += ["-V", "section-numbering=1.1"]
+        for key in ("papersize", "fontsize", "mainfont"):
+            if key in opts:
+                args += ["-V", f"{key}={opts[key]}"]
+        if isinstance(opts.get("margin"), dict):
+            for k, v in opts["margin"].items():
+                args += ["-V", f"margin.{k}={v}"]
+        return args
+    if fmt == "html":
+        args = common + ["-t", "html5", "-s", f"--katex={libs}/katex/",
+                         "--css", f"{libs}/course/page.css", "--section-divs"]
+        if opts.get("toc"):
+            args += ["--toc", "--toc-depth", str(opts.get("toc-depth", 2))]
+        return args
+    if fmt == "ipynb":
+        return common + ["-t", "ipynb"]
+    raise ValueError(fmt)
+
+
+def _finish_notebook(text: str) -> str:
+    nb = nbformat.reads(text, as_version=4)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    nb.cells = [c for c in nb.cells if c.cell_type != "markdown" or c.source.strip()]
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            hidden = cell.metadata.pop("source_hidden", None)
+            if hidden in ("true", True):
+                cell.metadata["jupyter"] = {"source_hidden": True}
+                cell.metadata["cellView"] = "form"  # Colab's folded cell
+            cell.outputs = []
+            cell.execution_count = None
+    nbformat.validate(nb)
+    return nbformat.writes(nb)
+
+
+def compile_typst(doc: Document, typ: Path, pdf: Path, root: Path) -> None:
+    try:
+        _, warnings = typst.compile_with_warnings(str(typ), output=str(pdf), root=str(root),
+                                                  ignore_system_fonts=True)
+    except typst.TypstError as exc:
+        raise BuildError(doc.path, 1, f"typst: {exc}") from None
+    if warnings:
+        raise BuildError(doc.path, 1, f"typst warning: {warnings[0]}")
+
+
+# ----------------------------------------------------------------------------
+# one document
+# ----------------------------------------------------------------------------
+@dataclass
+class Rendered:
+    source: Path
+    outputs: list[Path]
+    executed: Executed | None
+    seconds: float
+
+
+def _swap_into_place(staged: Path, final: Path) -> None:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if staged.is_dir():
+        trash = None
+        if final.exists():
+            trash = final.with_name(final.name + f".old-{os.getpid()}")
+            os.replace(final, trash)
+        os.replace(staged, final)
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(staged, final)
+
+
+def render_document(project: Project, path: Path, *, use_cache: bool = True) -> Rendered:
+    start = time.perf_counter()
+    doc = read_qmd(path)
+    res = resolve(project, doc)
+    first = next(iter(res.formats.values()), {})
+    figure = {
+        "fig_format": first.get("fig-format", "svg"),
+        "fig_width": float(first.get("fig-width", 10)),
+        "fig_height": float(first.get("fig-height", 4.4)),
+    }
+    executed = execute(
+        doc,
+        cache_dir=project.cache_dir,
+        figure=figure,
+        package_dirs=[project.root / "code" / "dlcourse"],
+        # `freeze: false` (e.g. the home page, whose list of weeks comes from the
+        # folders) re-executes at every render, as in Quarto
+        use_cache=use_cache and res.execute.get("freeze", "auto") is not False,
+    )
+    final_dir = project.output_path(doc.path, "html").parent
+    stem = doc.path.stem
+    project.output_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".staging-{stem}-", dir=project.output_dir))
+    try:
+        # the staging folder stands in for the document's output folder
+        stage_dir = staging / final_dir.relative_to(project.output_dir)
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        figures = Figures(stage_dir / f"{stem}_files" / "figure", f"{stem}_files/figure")
+        produced: list[str] = []
+        for fmt in FORMAT_ORDER:
+            if fmt not in res.formats:
+                continue
+            opts = {**res.execute, **res.formats[fmt]}
+            md = assemble(doc, executed, fmt, opts, figures)
+            meta_file = _metadata_file(res.meta, fmt, staging, project)
+            # pandoc resolves relative links against the real output folder
+            args = pandoc_args(fmt, opts, project, final_dir, meta_file)
+            out_name = stem + EXTENSIONS[fmt]
+            if fmt == "typst":
+                typ = stage_dir / f".{stem}.typ"
+                typ.write_text(run_pandoc(doc, md, args, stage_dir))
+                compile_typst(doc, typ, stage_dir / out_name, root=stage_dir)
+                typ.unlink()
+            elif fmt == "ipynb":
+                (stage_dir / out_name).write_text(_finish_notebook(run_pandoc(doc, md, args, stage_dir)))
+            else:
+                (stage_dir / out_name).write_text(run_pandoc(doc, md, args, stage_dir))
+            produced.append(out_name)
+        # every format succeeded: move the outputs into place
+        outputs = []
+        if (stage_dir / f"{stem}_files").exists():
+            _swap_into_place(stage_dir / f"{stem}_files", final_dir / f"{stem}_files")
+        for name in produced:
+            _swap_into_place(stage_dir / name, final_dir / name)
+            outputs.append(final_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return Rendered(doc.path, outputs, executed, time.perf_counter() - start)
+
+
+# ----------------------------------------------------------------------------
+# shared assets
+# ----------------------------------------------------------------------------
+def _copy_tree(src: Path, dst: Path) -> None:
+    if not src.exists():
+        raise BuildError(src, 1, "missing front-end assets: run the set-up command (npm ci)")
+    shutil.copytree(src, dst, dirs_exist_ok=True)
+
+
+def install_site_libs(project: Project) -> None:
+    """reveal.js 5 and KaTeX from node_modules, the course's CSS from slides/ and templates/."""
+    libs = project.output_dir / "site_libs"
+    nm = project.root / "node_modules"
+    if not nm.exists():  # a project inside the course repository (e.g. a test fixture)
+        nm = HERE.parents[1] / "node_modules"
+    stamp = libs / ".stamp"
+    sources = [nm / "reveal.js" / "package.json", nm / "katex" / "package.json"]
+    sources += sorted((project.root / "slides").glob("*.scss")) + sorted(TEMPLATES.glob("*.css"))
+    key = json.dumps([[str(p), p.stat().st_mtime_ns] for p in sources if p.exists()])
+    if stamp.exists() and stamp.read_text() == key:
+        return
+    for part in ("dist", "plugin"):
+        _copy_tree(nm / "reveal.js" / part, libs / "revealjs" / part)
+    katex = libs / "katex"
+    katex.mkdir(parents=True, exist_ok=True)
+    for f in ("katex.min.js", "katex.min.css"):
+        shutil.copy2(nm / "katex" / "dist" / f, katex / f)
+    _copy_tree(nm / "katex" / "dist" / "fonts", katex / "fonts")
+    course = libs / "course"
+    course.mkdir(parents=True, exist_ok=True)
+    for scss in (project.root / "slides").glob("*.scss"):
+        shutil.copy2(scss, course / f"{scss.stem}.css")
+    for css in TEMPLATES.glob("*.css"):
+        shutil.copy2(css, course / css.name)
+    stamp.write_text(key)
