@@ -15,7 +15,7 @@ echo "== Python packages (.venv)"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip==26.3
 .venv/bin/python -m pip install -q -r requirements.txt
-.venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+.venv/bin/python -m pip install -q --no-deps -e .
 
 echo "== front-end assets (node_modules)"
 npm ci --no-audit --no-fund --loglevel=error
