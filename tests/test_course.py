@@ -1,7 +1,8 @@
 """Every week of the course renders, completely, through the Quarto-free path.
 
-The session fixture renders the whole project once (executing every source in
-a Jupyter kernel; a source whose code has not changed comes from the cache).
+The session fixture ``course`` (in tests/conftest.py) renders the whole project
+once (executing every source in a Jupyter kernel; a source whose code has not
+changed comes from the cache).
 Any failing cell, pandoc warning, unknown citation or cross-reference stops
 that render, so these tests also certify "zero warnings".
 """
@@ -16,21 +17,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from coursebuild.render import Project, install_site_libs, render_document
-
 ROOT = Path(__file__).resolve().parents[1]
 WEEKS = sorted(p for p in (ROOT / "lectures").glob("[0-9][0-9]-*") if p.is_dir())
 MIN_PAGES = {w.name: (10 if 5 <= int(w.name[:2]) <= 7 else 8) for w in WEEKS}
-
-
-@pytest.fixture(scope="session")
-def course():
-    project = Project.load(ROOT)
-    install_site_libs(project)
-    rendered = {}
-    for src in project.sources():
-        rendered[src] = render_document(project, src)
-    return project, rendered
 
 
 def week_id(p: Path) -> str:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from .errors import BuildError
-from .render import Project, install_site_libs, render_document
+from .render import Project, install_site_libs, install_static_figures, render_document
 
 
 def _select(project: Project, paths: list[str]) -> list[Path]:
@@ -44,6 +44,7 @@ def _group(project: Project, sources: list[Path]) -> list[tuple[str, list[Path]]
 def render_without_quarto(project: Project, paths: list[str], *, use_cache: bool) -> int:
     start = time.perf_counter()
     install_site_libs(project)
+    install_static_figures(project)
     sources = _select(project, paths)
     groups = _group(project, sources)
     total_cpu = 0.0

@@ -457,7 +457,10 @@ def render_document(project: Project, path: Path, *, use_cache: bool = True) -> 
             if fmt == "typst":
                 typ = stage_dir / f".{stem}.typ"
                 typ.write_text(run_pandoc(doc, md, args, stage_dir))
-                compile_typst(doc, typ, stage_dir / out_name, root=stage_dir)
+                static = project.root / "figures"
+                if static.exists() and not (staging / "figures").exists():
+                    shutil.copytree(static, staging / "figures")  # `../../figures/x.svg` resolves
+                compile_typst(doc, typ, stage_dir / out_name, root=staging)
                 typ.unlink()
             elif fmt == "ipynb":
                 (stage_dir / out_name).write_text(_finish_notebook(run_pandoc(doc, md, args, stage_dir)))
@@ -511,3 +514,10 @@ def install_site_libs(project: Project) -> None:
     for css in TEMPLATES.glob("*.css"):
         shutil.copy2(css, course / css.name)
     stamp.write_text(key)
+
+
+def install_static_figures(project: Project) -> None:
+    """The project's ``figures/`` (static diagrams) next to the pages that use them."""
+    static = project.root / "figures"
+    if static.exists():
+        shutil.copytree(static, project.output_dir / "figures", dirs_exist_ok=True)
