@@ -53,6 +53,7 @@ def test_deck_has_deck_content_and_notes(built):
     project, _ = built
     html = (project.output_dir / "lectures/01-demo/lecture.html").read_text()
     assert "DECK-ONLY" in html and "HANDOUT-ONLY" not in html
+    assert not re.search(r"<section[^>]*>\s*</section>", html), "an empty slide"
     assert '<aside class="notes">' in html and "Speaker notes for this slide." in html
     assert "Figure 1: A straight line" in html
     assert "Equation\u00a0(1)" in html and "\\tag{1}" in html

@@ -85,9 +85,13 @@ end
 
 -- `\newcommand` lines were applied to the math by pandoc's latex_macros
 -- extension; the definitions themselves must not reach any output.
+-- HTML comments (e.g. in an included file) must not become empty slides either.
 local function drop_macro_definitions(raw)
   if (raw.format == "tex" or raw.format == "latex")
      and raw.text:match("^%s*\\[re]*newcommand") then
+    return {}
+  end
+  if raw.format == "html" and raw.text:match("^%s*<!%-%-.*%-%->%s*$") then
     return {}
   end
   return nil
