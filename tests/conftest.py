@@ -15,3 +15,39 @@ jax.config.update("jax_debug_key_reuse", True)
 def key():
     """A fresh key per test: tests never share randomness."""
     return jax.random.key(0)
+
+
+# ----------------------------------------------------------------------------
+# The rendered course, shared by tests/test_course.py and tests/test_visual.py,
+# and a terminal summary of the visual checks (slides, pages, seconds per week).
+# ----------------------------------------------------------------------------
+from pathlib import Path  # noqa: E402
+
+from coursebuild.render import Project, install_site_libs, render_document  # noqa: E402
+
+VISUAL_SUMMARY = pytest.StashKey[list]()
+
+
+@pytest.fixture(scope="session")
+def course():
+    """The whole project rendered through the Quarto-free path (cached cells are not re-run)."""
+    project = Project.load(Path(__file__).resolve().parents[1])
+    install_site_libs(project)
+    rendered = {}
+    for src in project.sources():
+        rendered[src] = render_document(project, src)
+    return project, rendered
+
+
+@pytest.fixture(scope="session")
+def visual_summary(pytestconfig):
+    """A list of lines printed at the end of the run under 'visual checks'."""
+    return pytestconfig.stash.setdefault(VISUAL_SUMMARY, [])
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    lines = config.stash.get(VISUAL_SUMMARY, [])
+    if lines:
+        terminalreporter.section("visual checks")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -164,11 +164,14 @@ def execute(
     if cache is not None:
         for cell in nb.cells:  # nbclient's timestamps would change the cache key
             cell.metadata = {}
-        cache.cache_notebook_bundle(
-            CacheBundleIn(nb, uri=str(doc.path), data={"wall": wall, "cpu": cpu}),
-            check_validity=False,
-            overwrite=True,
-        )
+        try:
+            cache.cache_notebook_bundle(
+                CacheBundleIn(nb, uri=str(doc.path), data={"wall": wall, "cpu": cpu}),
+                check_validity=False,
+                overwrite=True,
+            )
+        except FileExistsError:
+            pass  # a concurrent render of the same source stored the same execution
     outputs = {i: nb.cells[k + 1].get("outputs", []) for k, i in enumerate(index)}
     return Executed(outputs, False, wall, cpu)
 

@@ -7,7 +7,7 @@ downloaded) and walks every slide through reveal.js's API: ``Reveal.getSlides``
 and ``Reveal.getIndices`` list them, ``Reveal.slide(h, v, lastFragment)`` shows
 each with all its fragments. On every slide it measures
 
-* overflow: a visible element that reaches more than 1 px past the slide box,
+* overflow: a visible element that reaches more than 2 px past the slide box,
   in reveal.js's unscaled slide coordinates (``Reveal.getComputedSlideSize()``;
   rectangles divided by ``Reveal.getScale()``). Elements inside an ancestor
   that scrolls or clips (``overflow`` not ``visible``: code blocks) do not
@@ -71,16 +71,22 @@ window.__inspect = (() => {
   const ATOMIC = '.katex, .katex-error, svg, math';          // measured as one box
   const NO_TEXT = 'pre, code, script, style, aside.notes, .katex, .katex-error, span.math, div.math';
   const RAW = /\$\$|\\\(|\\\[|\\frac|\\begin\{/;
+  const TOL = 2;  // px: sub-pixel rounding, and inline math in a heading whose box pokes 1 px above its line
   const sleep = ms => new Promise(r => setTimeout(r, ms));
   const frames = () => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
   const within = (p, ms) => Promise.race([p.then(() => true), sleep(ms).then(() => false)]);
   const short = (s, n = 60) => (s || '').replace(/\s+/g, ' ').trim().slice(0, n);
+  const text = el => {                   // the text a reader sees: without KaTeX's hidden MathML copy
+    const out = [], tw = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+    while (tw.nextNode()) if (!tw.currentNode.parentElement.closest('.katex-mathml')) out.push(tw.currentNode.data);
+    return out.join('');
+  };
   const describe = el => el.tagName.toLowerCase() + (typeof el.className === 'string' && el.className.trim()
-    ? '.' + el.className.trim().split(/\s+/).join('.') : '') + (short(el.textContent, 50) ? ` '${short(el.textContent, 50)}'` : '');
+    ? '.' + el.className.trim().split(/\s+/).join('.') : '') + (short(text(el), 50) ? ` '${short(text(el), 50)}'` : '');
 
   function title(sec) {
     const h = sec.querySelector('h1, h2, h3');
-    return short(h ? h.textContent : sec.textContent, 60) || '(untitled)';
+    return short(text(h || sec), 60) || '(untitled)';
   }
 
   function slides() {
@@ -110,12 +116,12 @@ window.__inspect = (() => {
       const x0 = (r.left - origin.left) / scale, y0 = (r.top - origin.top) / scale;
       const x1 = (r.right - origin.left) / scale, y1 = (r.bottom - origin.top) / scale;
       const o = {bottom: y1 - H, right: x1 - W, top: -y0, left: -x0};
-      if (Object.values(o).some(d => d > 1)) over.set(el, o);
+      if (Object.values(o).some(d => d > TOL)) over.set(el, o);
     }
     const outer = [...over].filter(([el]) => !over.has(el.parentElement)).slice(0, 4);
     return {size: [W, H], scale, overflow: outer.map(([el, o]) => ({
       element: describe(el),
-      px: Object.fromEntries(Object.entries(o).filter(([, d]) => d > 1).map(([k, d]) => [k, Math.round(d)]))}))};
+      px: Object.fromEntries(Object.entries(o).filter(([, d]) => d > TOL).map(([k, d]) => [k, Math.round(d)]))}))};
   }
 
   function math(sec) {

@@ -81,7 +81,7 @@ def structure_problems(path: Path) -> list[str]:
 def execution_problems(path: Path, *, timeout: int = 600) -> tuple[list[str], float]:
     """Run the notebook in a fresh kernel in an empty folder; (problems, seconds)."""
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+    from nbclient.exceptions import CellExecutionError
 
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
@@ -95,6 +95,8 @@ def execution_problems(path: Path, *, timeout: int = 600) -> tuple[list[str], fl
             cell = next((k for k, c in enumerate((c for c in nb.cells if c.cell_type == "code"), 1)
                          if any(o.get("output_type") == "error" for o in c.get("outputs", []))), "?")
             return [f"code cell {cell} raised {exc.ename}: {exc.evalue}"], time.perf_counter() - start
-        except (CellTimeoutError, DeadKernelError) as exc:
-            return [f"did not run to the end: {str(exc).splitlines()[0]}"], time.perf_counter() - start
+        except Exception as exc:  # a cell timed out, the kernel died or did not start
+            err = exc if str(exc) or exc.__context__ is None else exc.__context__  # a bare clean-up error hides the cause
+            first = (str(err).splitlines() or [""])[0]
+            return [f"did not run to the end: {type(err).__name__}: {first}"], time.perf_counter() - start
     return [], time.perf_counter() - start
