@@ -23,7 +23,7 @@ def key():
 # ----------------------------------------------------------------------------
 from pathlib import Path  # noqa: E402
 
-from coursebuild.render import Project, install_site_libs, render_document  # noqa: E402
+from coursebuild.render import Project, install_site_libs, install_static_figures, render_document  # noqa: E402
 
 VISUAL_SUMMARY = pytest.StashKey[list]()
 
@@ -33,6 +33,7 @@ def course():
     """The whole project rendered through the Quarto-free path (cached cells are not re-run)."""
     project = Project.load(Path(__file__).resolve().parents[1])
     install_site_libs(project)
+    install_static_figures(project)
     rendered = {}
     for src in project.sources():
         rendered[src] = render_document(project, src)
