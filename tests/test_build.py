@@ -86,6 +86,7 @@ def test_lab_page_and_notebook(built):
     assert "0.6666" in html  # the executed solution's output is on the page
     nb = nbformat.read(project.output_dir / "lectures/01-demo/lab.ipynb", as_version=4)
     nbformat.validate(nb)
+    assert nb.cells[0].source == "# Lab 1 · Demo"
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code[0].source.startswith("# Requirements: numpy")
     assert all(c.outputs == [] for c in code), "notebooks ship without outputs"

@@ -364,8 +364,10 @@ def pandoc_args(fmt: str, opts: dict, project: Project, out_dir: Path, meta_file
     raise ValueError(fmt)
 
 
-def _finish_notebook(text: str) -> str:
+def _finish_notebook(text: str, title: str | None) -> str:
     nb = nbformat.reads(text, as_version=4)
+    if title:
+        nb.cells.insert(0, nbformat.v4.new_markdown_cell(f"# {title}"))
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
     nb.cells = [c for c in nb.cells if c.cell_type != "markdown" or c.source.strip()]
@@ -463,7 +465,8 @@ def render_document(project: Project, path: Path, *, use_cache: bool = True) -> 
                 compile_typst(doc, typ, stage_dir / out_name, root=staging)
                 typ.unlink()
             elif fmt == "ipynb":
-                (stage_dir / out_name).write_text(_finish_notebook(run_pandoc(doc, md, args, stage_dir)))
+                (stage_dir / out_name).write_text(_finish_notebook(run_pandoc(doc, md, args, stage_dir),
+                                                                  res.meta.get("title")))
             else:
                 (stage_dir / out_name).write_text(run_pandoc(doc, md, args, stage_dir))
             produced.append(out_name)
