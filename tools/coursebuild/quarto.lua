@@ -374,6 +374,17 @@ local function render_callout(div)
   return pandoc.Div(body, pandoc.Attr(div.identifier, classes))
 end
 
+-- The bibliography of a handout is set a size smaller, as in printed notes.
+local function render_refs(div)
+  if fmt ~= "typst" or div.identifier ~= "refs" then return nil end
+  -- citeproc fills the Div after this filter: wrap the Div, not its content
+  return pandoc.Blocks({
+    pandoc.RawBlock("typst", "#[#set text(size: 0.85em)\n#set par(justify: false)"),
+    div,
+    pandoc.RawBlock("typst", "]"),
+  })
+end
+
 local function render_columns(div)
   if fmt ~= "typst" or not div.classes:includes("columns") then return nil end
   local cols = {}
@@ -407,5 +418,6 @@ return {
   { Pandoc = function(doc) number_targets(doc); return nil end },
   { Span = render_equation, Figure = render_figure, Header = render_header, Cite = render_cite },
   { Div = render_columns },
+  { Div = render_refs },
   { Div = render_callout },
 }
