@@ -238,6 +238,14 @@ def assemble(doc: Document, executed: Executed, fmt: str, opts: dict, figures: F
 # ----------------------------------------------------------------------------
 WARNING = re.compile(r"^\[WARNING\]\s*(.*)$")
 
+# Symbols pandoc 3.9 writes under names that Typst 0.15 renamed.
+TYPST_RENAMED = {"dot.circle": "dot.o"}
+TYPST_SYMBOL = re.compile(r"\b(" + "|".join(re.escape(k) for k in TYPST_RENAMED) + r")\b(?![.\w])")
+
+
+def fix_typst_symbols(text: str) -> str:
+    return TYPST_SYMBOL.sub(lambda m: TYPST_RENAMED[m.group(1)], text)
+
 
 def _locate_message(doc: Document, message: str) -> BuildError:
     m = re.search(r"citation (\S+) not found", message)
@@ -458,7 +466,7 @@ def render_document(project: Project, path: Path, *, use_cache: bool = True) -> 
             out_name = stem + EXTENSIONS[fmt]
             if fmt == "typst":
                 typ = stage_dir / f".{stem}.typ"
-                typ.write_text(run_pandoc(doc, md, args, stage_dir))
+                typ.write_text(fix_typst_symbols(run_pandoc(doc, md, args, stage_dir)))
                 static = project.root / "figures"
                 if static.exists() and not (staging / "figures").exists():
                     shutil.copytree(static, staging / "figures")  # `../../figures/x.svg` resolves
