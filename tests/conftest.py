@@ -21,6 +21,7 @@ def key():
 # The rendered course, shared by tests/test_course.py and tests/test_visual.py,
 # and a terminal summary of the visual checks (slides, pages, seconds per week).
 # ----------------------------------------------------------------------------
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from coursebuild.render import Project, install_site_libs, install_static_figures, render_document  # noqa: E402
@@ -29,14 +30,21 @@ VISUAL_SUMMARY = pytest.StashKey[list]()
 
 
 @pytest.fixture(scope="session")
-def course():
+def course(pytestconfig):
     """The whole project rendered through the Quarto-free path (cached cells are not re-run)."""
     project = Project.load(Path(__file__).resolve().parents[1])
     install_site_libs(project)
     install_static_figures(project)
     rendered = {}
+    start = time.perf_counter()
     for src in project.sources():
         rendered[src] = render_document(project, src)
+    lines = pytestconfig.stash.setdefault(VISUAL_SUMMARY, [])
+    lines.append(f"course rendered in {time.perf_counter() - start:.0f} s")
+    for src, r in rendered.items():
+        ex = r.executed
+        how = "cached" if ex.cached else f"executed, {ex.cpu_seconds or 0:.1f} s CPU in the kernel"
+        lines.append(f"  {src.relative_to(project.root)}: {r.seconds:.1f} s ({how})")
     return project, rendered
 
 
