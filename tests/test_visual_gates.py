@@ -293,6 +293,8 @@ def test_markup_patterns():
     assert markup_problems("::: {.notes}")[0].startswith("unrendered fence")
     assert figure_caption_problems("Figure 1: a. Figure 2: b. As Figure 2 shows.") == []
     assert figure_caption_problems("Figure 2: b.") == ["figure captions are not numbered 1, 2, 3, ...: [2]"]
+    # a radical sign of the caption's math extracted between "Figure" and its number
+    assert figure_caption_problems("Figure\u221a1: with sqrt 2. As Figure 1 shows.") == []
 
 
 # ----------------------------------------------------------------------------

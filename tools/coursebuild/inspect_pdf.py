@@ -98,7 +98,9 @@ def markup_problems(text: str) -> list[str]:
 
 def figure_caption_problems(text: str) -> list[str]:
     """Figures referred to without a caption, and captions not numbered 1, 2, 3, …"""
-    captions = [int(n) for n in re.findall(r"\bFigure\s+(\d+):", text)]
+    # pdftotext may place a glyph of the caption's math (a radical sign, say)
+    # between "Figure" and its number: allow one stray non-word character
+    captions = [int(n) for n in re.findall(r"\bFigure\s*[^\w\s]?\s*(\d+):", text)]
     referred = {int(n) for n in re.findall(r"\bFigure\s+(\d+)\b", text)}
     out = [f"'Figure {n}' is referred to but has no caption 'Figure {n}:'" for n in sorted(referred - set(captions))]
     if sorted(set(captions)) != list(range(1, len(set(captions)) + 1)):
