@@ -185,3 +185,9 @@ def test_plotting_helpers_draw_on_given_axes():
     plotting.panel_labels([ax])
     assert ax.get_xlabel() == "$N$"
     plt.close(fig)
+
+
+def test_normal_is_the_flat_draw_reshaped():
+    z = data.normal(jax.random.key(7), (3, 4))  # two equal keys: key reuse is checked
+    assert z.shape == (3, 4)
+    np.testing.assert_array_equal(z.ravel(), jax.random.normal(jax.random.key(7), (12,)))

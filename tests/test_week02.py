@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
+from dlcourse import data
 from dlcourse import week02 as w
 
 
@@ -64,9 +65,9 @@ def test_glm_loss_is_the_negative_log_likelihood_up_to_a_constant(family, key):
     @jax.jit
     def check(key):
         kx, ky, kt = jax.random.split(key, 3)
-        x = w._normal(kx, (30, 3))
+        x = data.normal(kx, (30, 3))
         y = family.sample(x @ jnp.array([0.5, -0.3, 0.2]), key=ky)
-        thetas = w._normal(kt, (2, 3))
+        thetas = data.normal(kt, (2, 3))
         totals = jax.vmap(
             lambda th: 30 * w.glm_loss(th, x, y, family=family) + jnp.sum(family.log_likelihood(y, x @ th))
         )(thetas)
@@ -81,7 +82,7 @@ def test_closed_form_gradient_and_hessian_match_autodiff(family, key):
     @jax.jit
     def check(key):
         kx, ky, kt = jax.random.split(key, 3)
-        x = w._normal(kx, (40, 4))
+        x = data.normal(kx, (40, 4))
         y = family.sample(0.3 * x[:, 0], key=ky)
         theta = 0.3 * jax.random.normal(kt, (4,))
         kw = dict(x=x, family=family, lam=0.1)
@@ -104,7 +105,7 @@ def test_irls_step_is_a_newton_step(family, key):
     @jax.jit
     def check(key):
         kx, ky, kt = jax.random.split(key, 3)
-        x = w._normal(kx, (50, 3))
+        x = data.normal(kx, (50, 3))
         y = family.sample(0.4 * x[:, 1], key=ky)
         theta = 0.2 * jax.random.normal(kt, (3,))
         newton = w.newton_step(lambda t: w.glm_loss(t, x, y, family=family, lam=0.05), theta)
@@ -121,7 +122,7 @@ def test_newton_solves_least_squares_in_one_step(key):
     @jax.jit
     def check(key):
         kx, ky = jax.random.split(key)
-        x = w._normal(kx, (40, 5))
+        x = data.normal(kx, (40, 5))
         y = jax.random.normal(ky, (40,))
         theta = w.irls_step(jnp.zeros(5), x, y, family=w.GAUSSIAN, lam=0.1)
         return theta, jnp.linalg.solve(x.T @ x / 40 + 0.1 * jnp.eye(5), x.T @ y / 40)
@@ -137,7 +138,7 @@ def test_newton_error_map_matches_the_glm_third_derivative(key):
     @jax.jit
     def check(key):
         kx, ky, ke = jax.random.split(key, 3)
-        x = w._normal(kx, (60, 3))
+        x = data.normal(kx, (60, 3))
         y = w.BERNOULLI.sample(x[:, 0], key=ky)
         theta = jnp.array([0.3, -0.2, 0.1])
         e = 1e-2 * jax.random.normal(ke, (3,))
@@ -293,7 +294,7 @@ def test_lasso_path_satisfies_kkt_and_lambda_max(lasso):
     assert r.nonzeros[-1] > r.nonzeros[len(r.lams) // 2] > r.nonzeros[1]
     x_key, e_key = jax.random.split(jax.random.key(2))
     # Just above lambda_max the solution is exactly zero; just below, it is not.
-    x = w._normal(x_key, (50, 80))
+    x = data.normal(x_key, (50, 80))
     beta = jnp.zeros(80).at[:4].set(2.0 * (-1.0) ** jnp.arange(4) * (1.0 - 0.2 * jnp.arange(4)))
     y = x @ beta + 0.5 * jax.random.normal(e_key, (50,))
     lmax = w.lasso_lambda_max(x, y)
@@ -311,7 +312,7 @@ def test_lasso_path_equals_coordinate_descent(lasso):
     from sklearn.linear_model import Lasso
 
     x_key, e_key = jax.random.split(jax.random.key(2))
-    x = np.asarray(w._normal(x_key, (50, 80)), dtype=float)
+    x = np.asarray(data.normal(x_key, (50, 80)), dtype=float)
     beta = np.zeros(80)
     beta[:4] = 2.0 * (-1.0) ** np.arange(4) * (1.0 - 0.2 * np.arange(4))
     y = x @ beta + 0.5 * np.asarray(jax.random.normal(e_key, (50,)), dtype=float)
@@ -342,9 +343,9 @@ def test_softmax_gradient_is_x_transpose_residual(key):
     @jax.jit
     def check(key):
         kx, kl, kw = jax.random.split(key, 3)
-        x = w._normal(kx, (20, 5))
+        x = data.normal(kx, (20, 5))
         labels = jax.random.randint(kl, (20,), 0, 10)
-        params = (0.1 * w._normal(kw, (5, 10)), jnp.zeros(10))
+        params = (0.1 * data.normal(kw, (5, 10)), jnp.zeros(10))
         gw, gb = jax.grad(w.softmax_loss)(params, x, labels, lam=0.3)
         resid = jax.nn.softmax(w.softmax_logits_batch(params, x)) - jax.nn.one_hot(labels, 10)
         return gw, gb, x.T @ resid / 20 + 0.3 * params[0], resid.mean(0)

@@ -12,6 +12,16 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Standard normal array of ``shape``, drawn flat and reshaped.
+
+    Same law (and same values) as a flat ``jax.random.normal`` draw; the reason is
+    speed: with jax 0.10 on CPU a multi-dimensional draw takes several times longer
+    to compile than the flat draw of the same size (measured: ~1.2 s vs ~0.25 s).
+    """
+    return jax.random.normal(key, (int(np.prod(shape)),)).reshape(shape)
+
+
 def gaussian_linear(n: int, d: int, *, key: jax.Array, noise: float = 0.0, beta: jax.Array | None = None):
     """Isotropic Gaussian design with a linear teacher.
 

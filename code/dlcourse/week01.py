@@ -59,7 +59,7 @@ import numpy as np
 import scipy.special
 import scipy.stats
 
-from dlcourse import metrics
+from dlcourse import data, metrics
 
 Array = jax.Array
 
@@ -78,11 +78,6 @@ def _jit(*static: str):
     the outermost ``jit``, so helpers called inside them use a plain ``jax.jit``.
     """
     return functools.partial(jax.jit, static_argnames=static, compiler_options=_FAST_COMPILE)
-
-
-def _normal(key: Array, shape: tuple[int, ...]) -> Array:
-    """``jax.random.normal`` drawn flat and reshaped (same law, faster to compile on CPU)."""
-    return jax.random.normal(key, (math.prod(shape),)).reshape(shape)
 
 
 def _spd_solve(a: Array, b: Array) -> Array:
@@ -555,7 +550,7 @@ class SpectrumResult(NamedTuple):
 
 @_jit("n", "p", "n_draws")
 def _spectrum(key, *, n, p, n_draws):
-    x = _normal(key, (n_draws, n, p))
+    x = data.normal(key, (n_draws, n, p))
     return jnp.linalg.eigvalsh(jnp.swapaxes(x, 1, 2) @ x / n)
 
 
@@ -670,7 +665,7 @@ class RidgePathResult(NamedTuple):
 def _ridge_path(key, lams, r, sigma, *, n, p, n_sets):
     def one_set(k):
         kx, kb, ke = jax.random.split(k, 3)
-        x = _normal(kx, (n, p))
+        x = data.normal(kx, (n, p))
         beta = jax.random.normal(kb, (p,))
         beta = r * beta / jnp.linalg.norm(beta)
         y = x @ beta + sigma * jax.random.normal(ke, (n,))
@@ -794,7 +789,7 @@ def _distances(key, *, dims, n_points, n_reps):
     iu = np.triu_indices(n_points, k=1)
 
     def one_rep(k):
-        x = _normal(k, (n_points, max(dims)))
+        x = data.normal(k, (n_points, max(dims)))
         out = []
         for d in dims:  # the first d coordinates: nested dimensions, static slices
             xd = x[:, :d]
@@ -953,7 +948,7 @@ def _double_descent(key, r, sigma, *, n, p_values, n_sets):
 
     def one_set(k):
         kx, kb, ke = jax.random.split(k, 3)
-        x = _normal(kx, (n, p_max))
+        x = data.normal(kx, (n, p_max))
         g = jax.random.normal(kb, (p_max,))
         eps = jax.random.normal(ke, (n,))
         # The model with p features sees the first p columns of x, and the truth
@@ -1129,7 +1124,7 @@ def _threshold(key, *, n_values, n_sets):
         kx, ke = jax.random.split(k)
         active = jnp.arange(size) < n
         block = active[:, None] & active[None, :]
-        x = jnp.where(block, _normal(kx, (size, size)), jnp.diag(jnp.where(active, 0.0, 1.0)))
+        x = jnp.where(block, data.normal(kx, (size, size)), jnp.diag(jnp.where(active, 0.0, 1.0)))
         eps = jnp.where(active, jax.random.normal(ke, (size,)), 0.0)
         return jnp.sum(jnp.linalg.solve(x, eps) ** 2) / n  # beta_hat - beta = X^{-1} eps
 

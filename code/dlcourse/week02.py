@@ -44,15 +44,6 @@ from dlcourse import data, linalg, train
 Array = jax.Array
 
 
-def _normal(key: Array, shape: tuple[int, ...]) -> Array:
-    """``jax.random.normal`` drawn flat and reshaped.
-
-    Same distribution; the reason is speed: with jax 0.10 on CPU, compiling a
-    2-D draw takes about 1 s, five times longer than the flat draw (measured).
-    """
-    return jax.random.normal(key, (int(np.prod(shape)),)).reshape(shape)
-
-
 # --------------------------------------------------------------------------
 # Exponential families
 # --------------------------------------------------------------------------
@@ -100,7 +91,7 @@ GAUSSIAN = ExponentialFamily(
     name="Gaussian",
     log_partition=lambda xi: 0.5 * xi**2,
     log_base=lambda y: -0.5 * y**2 - 0.5 * jnp.log(2 * jnp.pi),
-    sampler=lambda key, xi: xi + _normal(key, jnp.shape(xi)).astype(jnp.result_type(xi)),
+    sampler=lambda key, xi: xi + data.normal(key, jnp.shape(xi)).astype(jnp.result_type(xi)),
 )
 """``N(xi, 1)``: identity link, squared loss."""
 
@@ -316,7 +307,7 @@ def logistic_data(n: int, d: int, *, key: Array, cond: float = 10.0, signal: flo
     """
     x_key, t_key, y_key = jax.random.split(key, 3)
     scales = jnp.geomspace(1.0, cond**-0.5, d)
-    x = _normal(x_key, (n, d)) * scales[None, :]
+    x = data.normal(x_key, (n, d)) * scales[None, :]
     theta0 = jax.random.normal(t_key, (d,))
     theta0 = signal * theta0 / jnp.linalg.norm(theta0)
     y = BERNOULLI.sample(x @ theta0, key=y_key)
@@ -477,7 +468,7 @@ def separable_data(n: int, *, key: Array, spread: float = 0.6, gap: float = 1.0)
     Returns:
         ``(x, y)`` as float64 numpy arrays, shapes ``(n, 2)`` and ``(n,)``.
     """
-    g = np.asarray(_normal(key, (n, 2)), dtype=float)
+    g = np.asarray(data.normal(key, (n, 2)), dtype=float)
     y = np.where(np.arange(n) < n // 2, 1.0, -1.0)
     x = y[:, None] * np.array([1.0, 0.5]) + spread * g
     svm = hard_margin_svm(x, y)
@@ -803,7 +794,7 @@ class LassoPathResult(NamedTuple):
 @functools.partial(jax.jit, static_argnames=("n", "d", "k", "num_lambdas", "steps"))
 def _lasso_experiment(key, noise, min_ratio, *, n, d, k, num_lambdas, steps):
     x_key, e_key = jax.random.split(key)
-    x = _normal(x_key, (n, d))
+    x = data.normal(x_key, (n, d))
     beta = jnp.zeros(d).at[:k].set(2.0 * (-1.0) ** jnp.arange(k) * (1.0 - 0.2 * jnp.arange(k)))
     y = x @ beta + noise * jax.random.normal(e_key, (n,))
     lmax = lasso_lambda_max(x, y)
@@ -866,7 +857,7 @@ class ShrinkageResult(NamedTuple):
 @functools.partial(jax.jit, static_argnames=("n", "d", "grid_size", "steps"))
 def _shrinkage(key, noise, prior_scale, *, n, d, grid_size, steps):
     q_key, b_key, e_key = jax.random.split(key, 3)
-    q, _ = jnp.linalg.qr(_normal(q_key, (n, d)))
+    q, _ = jnp.linalg.qr(data.normal(q_key, (n, d)))
     x = jnp.sqrt(n) * q
     beta = prior_scale * jax.random.laplace(b_key, (d,))
     y = x @ beta + noise * jax.random.normal(e_key, (n,))
