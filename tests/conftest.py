@@ -1,30 +1,14 @@
-"""Make JAX strict for the whole test suite (equinox's tests do the same)."""
-
-import os
-
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-
-import jax  # noqa: E402
-import pytest  # noqa: E402
-
-jax.config.update("jax_numpy_rank_promotion", "raise")
-jax.config.update("jax_debug_key_reuse", True)
-
-
-@pytest.fixture
-def key():
-    """A fresh key per test: tests never share randomness."""
-    return jax.random.key(0)
-
+"""The rendered course, shared by the render tests (marked ``render``), and their summary."""
 
 # ----------------------------------------------------------------------------
 # The rendered course, shared by tests/test_course.py and tests/test_visual.py,
 # and a terminal summary of the visual checks (slides, pages, seconds per week).
 # ----------------------------------------------------------------------------
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import time
+from pathlib import Path
 
-from coursebuild.render import Project, install_site_libs, install_static_figures, render_document  # noqa: E402
+import pytest
+
 
 VISUAL_SUMMARY = pytest.StashKey[list]()
 
@@ -32,6 +16,8 @@ VISUAL_SUMMARY = pytest.StashKey[list]()
 @pytest.fixture(scope="session")
 def course(pytestconfig):
     """The whole project rendered through the Quarto-free path (cached cells are not re-run)."""
+    from coursebuild.render import Project, install_site_libs, install_static_figures, render_document
+
     project = Project.load(Path(__file__).resolve().parents[1])
     install_site_libs(project)
     install_static_figures(project)
@@ -60,3 +46,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.section("visual checks")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+RENDER_MODULES = ("test_build", "test_course", "test_visual", "test_visual_gates")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that renders (or drives the browser) ``render``: the fast lane skips them."""
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in RENDER_MODULES or "course" in item.fixturenames:
+            item.add_marker(pytest.mark.render)

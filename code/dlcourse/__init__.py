@@ -1,16 +1,41 @@
-"""Shared JAX helpers of the course.
+"""The course's shared JAX library: what two or more weeks use.
 
 Modules:
-    plotting: the house style and figure helpers (take an ``ax``, return it).
+    plotting: the house style (palette and fonts read from ``slides/theme.yml``)
+        and figure helpers, which take an ``ax`` and return it.
     data: synthetic data with explicit keys; datasets shipped with packages.
-    train: optax training loops (jit, ``lax.scan``; ``vmap`` over seeds outside).
+    train: optax training loops (``jit``, ``lax.scan``; ``vmap`` over seeds
+        outside), including ``trajectory`` with ``record_every``.
     linalg: Hessian-vector products and power iteration.
     mlp: fully connected networks in standard and NTK parametrization.
+    ntk: the analytic (arc-cosine) and empirical neural tangent kernels.
     metrics: errors, accuracies, power-law fits with standard errors.
+    ledger: ``verify``, a verified result checked while the lecture renders.
+    show: ``sci`` (a number in LaTeX) and ``show`` (real source code on a slide).
 
-Each week's experiments live in their own module (``dlcourse.week01`` ...), as
-functions with keyword defaults: the lecture calls them at full size, the tests
-at tiny size.
+A week is one folder, ``lectures/NN-topic/``: ``lecture.qmd``, ``lab.qmd``,
+the week's experiments module (a name unique across weeks, e.g. ``statlearn.py``)
+and its tests (``test_statlearn.py``). The lecture imports the module by name
+(``import statlearn as ex``): the kernel runs in the week's folder, under
+Quarto and under the Quarto-free build alike. pytest finds the tests from the
+folders; the build keys its cache on the folder's Python files and on this
+library.
+
+Naming convention, all weeks:
+    key: the random key, keyword-only and never defaulted; subkeys are
+        ``data_key, init_key = jax.random.split(key)``; many keys are ``keys``.
+    n_seeds: the number of independent repetitions (training sets, chains,
+        initializations) of one experiment, ``vmap``-ed over ``keys``.
+    lr: the step size (learning rate), written eta in the text.
+    sigma_w, sigma_b: weight and bias scales (standard deviations); their
+        variances are written ``sigma_w**2`` in code and sigma_w^2 in the text.
+    n, d, p: sample size, input dimension, number of features or parameters.
+    width, depth, steps, record_every: network width, number of layers,
+        optimizer steps, and the cadence at which a trajectory is recorded.
+    run_<name>(..., *, key) -> <Name>Result: an experiment, with keyword
+        defaults at lecture size; the tests call it at small size. Results are
+        ``NamedTuple``s named ``...Result``.
+    plot_<name>(result, ax) -> ax: the figure of an experiment.
 """
 
 __version__ = "2026.1"

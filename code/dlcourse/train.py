@@ -130,23 +130,42 @@ def trajectory(
     *,
     steps: int,
     observe: Callable[[PyTree], Any],
+    record_every: int = 1,
 ) -> tuple[PyTree, Any]:
-    """Full-batch training that records ``observe(params)`` before every step.
+    """Full-batch training that records ``observe(params)`` every ``record_every`` steps.
 
     Useful when the quantity of interest is not the loss (a distance to a
-    reference point, a Hessian eigenvalue, a kernel).
+    reference point, a Hessian eigenvalue, a kernel). Observation ``k`` is
+    taken before step ``k * record_every``, so the first one is at
+    initialization. Two nested ``lax.scan``s: the outer records, the inner trains.
+
+    Args:
+        loss_fn: ``loss(params, data) -> scalar``.
+        params: initial parameters.
+        optimizer: an optax gradient transformation.
+        data: the full batch, passed to ``loss_fn`` unchanged.
+        steps: number of optimizer steps, a multiple of ``record_every``.
+        observe: ``observe(params) -> pytree`` of arrays.
+        record_every: steps between observations.
 
     Returns:
-        Final parameters and the stacked observations (leading axis ``steps``).
+        Final parameters and the stacked observations (leading axis
+        ``steps // record_every``).
     """
+    if steps % record_every:
+        raise ValueError(f"steps={steps} is not a multiple of record_every={record_every}")
     step = make_step(loss_fn, optimizer)
 
-    def body(state, _):
-        obs = observe(state.params)
+    def train(state, _):
         state, _ = step(state, data)
+        return state, None
+
+    def record(state, _):
+        obs = observe(state.params)
+        state, _ = jax.lax.scan(train, state, None, length=record_every)
         return state, obs
 
-    state, obs = jax.lax.scan(body, init_state(params, optimizer), None, length=steps)
+    state, obs = jax.lax.scan(record, init_state(params, optimizer), None, length=steps // record_every)
     return state.params, obs
 
 

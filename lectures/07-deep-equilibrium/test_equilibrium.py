@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dlcourse import metrics, week07
+from dlcourse import metrics
+import equilibrium
 
 EPS32 = float(jnp.finfo(jnp.float32).eps)
 
@@ -22,7 +23,7 @@ EPS32 = float(jnp.finfo(jnp.float32).eps)
 
 @pytest.mark.parametrize("symmetric", [True, False])
 def test_init_deq_has_the_requested_spectral_norm(key, symmetric):
-    params = week07.init_deq(5, 24, key=key, gamma=0.8, symmetric=symmetric)
+    params = equilibrium.init_deq(5, 24, key=key, gamma=0.8, symmetric=symmetric)
     assert float(jnp.linalg.norm(params.w, ord=2)) == pytest.approx(0.8, rel=1e-5)
     if symmetric:
         np.testing.assert_allclose(params.w, params.w.T, atol=1e-7)
@@ -31,18 +32,18 @@ def test_init_deq_has_the_requested_spectral_norm(key, symmetric):
 
 def test_jacobian_z_matches_autodiff(key):
     p_key, z_key, x_key = jax.random.split(key, 3)
-    params = week07.init_deq(4, 10, key=p_key)
+    params = equilibrium.init_deq(4, 10, key=p_key)
     z = jax.random.normal(z_key, (10,))
     x = jax.random.normal(x_key, (4,))
-    expected = jax.jacfwd(lambda zz: week07.deq_map(params, zz, x))(z)
-    np.testing.assert_allclose(week07.jacobian_z(params, z, x), expected, rtol=1e-5, atol=1e-6)
+    expected = jax.jacfwd(lambda zz: equilibrium.deq_map(params, zz, x))(z)
+    np.testing.assert_allclose(equilibrium.jacobian_z(params, z, x), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_spectral_radius_of_a_rotation_and_a_triangular_matrix():
     rotation = jnp.array([[0.0, -0.5], [0.5, 0.0]])  # eigenvalues +-0.5i
-    assert float(week07.spectral_radius(rotation)) == pytest.approx(0.5, rel=1e-6)
+    assert float(equilibrium.spectral_radius(rotation)) == pytest.approx(0.5, rel=1e-6)
     triangular = jnp.array([[0.3, 5.0], [0.0, -0.7]])  # eigenvalues on the diagonal
-    assert float(week07.spectral_radius(triangular)) == pytest.approx(0.7, rel=1e-6)
+    assert float(equilibrium.spectral_radius(triangular)) == pytest.approx(0.7, rel=1e-6)
 
 
 # ---------------------------------------------------------------------------
@@ -61,22 +62,22 @@ def _linear_problem(key, n=8, rho=0.9):
 
 
 @pytest.mark.parametrize(
-    "solver", [week07.fixed_point_iteration(), week07.anderson(4), week07.broyden()], ids=["plain", "anderson", "broyden"]
+    "solver", [equilibrium.fixed_point_iteration(), equilibrium.anderson(4), equilibrium.broyden()], ids=["plain", "anderson", "broyden"]
 )
 def test_solvers_find_the_fixed_point_of_a_linear_map(key, solver):
     fn, z_star = _linear_problem(key, rho=0.7)
-    trace = week07.solve(solver, fn, jnp.zeros(8), iters=120)
+    trace = equilibrium.solve(solver, fn, jnp.zeros(8), iters=120)
     # 0.7^120 ~ 1e-19: all three are at float32 round-off, ~1e-6 relative.
     np.testing.assert_allclose(trace.z, z_star, rtol=1e-4, atol=1e-4)
     assert trace.residuals.shape == (120,)
     # fixed_point runs the same updates without keeping the history.
-    np.testing.assert_allclose(week07.fixed_point(solver, fn, jnp.zeros(8), iters=120), trace.z, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(equilibrium.fixed_point(solver, fn, jnp.zeros(8), iters=120), trace.z, rtol=1e-6, atol=1e-7)
 
 
 def test_first_update_of_every_solver_is_a_plain_step(key):
     fn, _ = _linear_problem(key)
     z0 = jnp.ones(8)
-    for solver in (week07.fixed_point_iteration(), week07.anderson(5), week07.broyden()):
+    for solver in (equilibrium.fixed_point_iteration(), equilibrium.anderson(5), equilibrium.broyden()):
         r, state = solver.update(fn, solver.init(fn, z0))
         np.testing.assert_allclose(state.z, fn(z0), rtol=1e-5, atol=1e-6)
         assert float(r) == pytest.approx(float(jnp.linalg.norm(fn(z0) - z0)), rel=1e-5)
@@ -87,17 +88,17 @@ def test_anderson_with_full_memory_terminates_like_gmres(key):
     it reaches the solution in at most n + 1 evaluations, where plain iteration
     at rho = 0.9 needs about log(1e-4)/log(0.9) ~ 90."""
     fn, _ = _linear_problem(key, n=8, rho=0.9)
-    r = week07.solve(week07.anderson(12, reg=1e-7), fn, jnp.zeros(8), iters=20).residuals
+    r = equilibrium.solve(equilibrium.anderson(12, reg=1e-7), fn, jnp.zeros(8), iters=20).residuals
     r = np.asarray(r) / float(r[0])
     # n + 1 = 9 steps in exact arithmetic; a few more absorb float32 round-off in the Gram solve.
     assert np.argmax(r < 1e-4) <= 12
-    plain = np.asarray(week07.solve(week07.fixed_point_iteration(), fn, jnp.zeros(8), iters=20).residuals)
+    plain = np.asarray(equilibrium.solve(equilibrium.fixed_point_iteration(), fn, jnp.zeros(8), iters=20).residuals)
     assert plain[-1] / plain[0] > 1e-2
 
 
 def test_broyden_update_satisfies_the_secant_equation(key):
     fn, _ = _linear_problem(key)
-    solver = week07.broyden()
+    solver = equilibrium.broyden()
     state = solver.init(fn, jnp.zeros(8))
     _, state = solver.update(fn, state)
     old = state
@@ -114,7 +115,7 @@ def test_broyden_update_satisfies_the_secant_equation(key):
 
 @pytest.fixture(scope="module")
 def gradient_check():
-    return week07.run_gradient_check(
+    return equilibrium.run_gradient_check(
         key=jax.random.key(1), width=32, batch=4, solver_iters=120, depths=tuple(range(0, 61, 3))
     )
 
@@ -142,11 +143,11 @@ def test_unrolled_gradient_error_decays_at_the_spectral_radius(gradient_check):
 
 def _transposed_adjoint_layer(iters):
     """A deliberately wrong implicit layer: it solves u = v + J u (J instead of J^T)."""
-    solver = week07.fixed_point_iteration()
+    solver = equilibrium.fixed_point_iteration()
 
     @jax.custom_vjp
     def layer(params, x):
-        return week07.fixed_point(solver, lambda z: week07.deq_map(params, z, x), jnp.zeros_like(params.b), iters=iters)
+        return equilibrium.fixed_point(solver, lambda z: equilibrium.deq_map(params, z, x), jnp.zeros_like(params.b), iters=iters)
 
     def fwd(params, x):
         z = layer(params, x)
@@ -154,9 +155,9 @@ def _transposed_adjoint_layer(iters):
 
     def bwd(res, v):
         params, x, z = res
-        jvp = lambda u: jax.jvp(lambda zz: week07.deq_map(params, zz, x), (z,), (u,))[1]
-        u = week07.fixed_point(solver, lambda u: v + jvp(u), v, iters=iters)
-        return jax.vjp(lambda p, xx: week07.deq_map(p, z, xx), params, x)[1](u)
+        jvp = lambda u: jax.jvp(lambda zz: equilibrium.deq_map(params, zz, x), (z,), (u,))[1]
+        u = equilibrium.fixed_point(solver, lambda u: v + jvp(u), v, iters=iters)
+        return jax.vjp(lambda p, xx: equilibrium.deq_map(p, z, xx), params, x)[1](u)
 
     layer.defvjp(fwd, bwd)
     return layer
@@ -165,7 +166,7 @@ def _transposed_adjoint_layer(iters):
 def _problem(key):
     """A layer, an input and a loss 0.5 ||R z - 1||^2 of the layer's output."""
     p_key, x_key, r_key = jax.random.split(key, 3)
-    params = week07.init_deq(6, 24, key=p_key)
+    params = equilibrium.init_deq(6, 24, key=p_key)
     x = jax.random.normal(x_key, (6,))
     readout = jax.random.normal(r_key, (3, 24))
 
@@ -180,16 +181,16 @@ def _grad(loss, params, forward):
 
 
 def _unrolled(p, x):
-    return week07.unrolled(week07.deq_map, p, x, iters=150)
+    return equilibrium.unrolled(equilibrium.deq_map, p, x, iters=150)
 
 
 def test_the_comparison_catches_a_transposed_adjoint(key):
     params, _, loss = _problem(key)
-    right = week07.make_implicit_layer(week07.deq_map, solver=week07.fixed_point_iteration(), iters=150)
+    right = equilibrium.make_implicit_layer(equilibrium.deq_map, solver=equilibrium.fixed_point_iteration(), iters=150)
     g_unrolled = _grad(loss, params, _unrolled)
     g_right = _grad(loss, params, right)
     g_wrong = _grad(loss, params, _transposed_adjoint_layer(150))
-    rel = lambda a, b: float(week07._tree_relative_error(a, b))
+    rel = lambda a, b: float(equilibrium._tree_relative_error(a, b))
     assert rel(g_right, g_unrolled) < 1e-5
     assert rel(g_wrong, g_unrolled) > 1e-2  # J != J^T since diag(1 - z^2) W is not symmetric
 
@@ -201,7 +202,7 @@ def test_implicit_gradient_matches_central_differences(key):
     ~ eps32 |L| / step ~ 1e-5 relative; tolerance 2e-3.
     """
     params, _, loss = _problem(key)
-    layer = week07.make_implicit_layer(week07.deq_map, solver=week07.anderson(5), iters=60)
+    layer = equilibrium.make_implicit_layer(equilibrium.deq_map, solver=equilibrium.anderson(5), iters=60)
     g = _grad(loss, params, layer)
     direction = jax.tree.map(lambda a: jnp.ones_like(a) / jnp.sqrt(a.size), params)
     step = 1e-2
@@ -216,12 +217,12 @@ def test_implicit_gradient_matches_central_differences(key):
 def test_implicit_gradient_with_respect_to_the_input(key):
     """dz*/dx = (I - J)^{-1} diag(1 - z*^2) U, from a dense linear solve."""
     p_key, x_key = jax.random.split(key)
-    params = week07.init_deq(5, 16, key=p_key, symmetric=False, gamma=0.9)
+    params = equilibrium.init_deq(5, 16, key=p_key, symmetric=False, gamma=0.9)
     x = jax.random.normal(x_key, (5,))
-    layer = week07.make_implicit_layer(week07.deq_map, solver=week07.broyden(), iters=40)
+    layer = equilibrium.make_implicit_layer(equilibrium.deq_map, solver=equilibrium.broyden(), iters=40)
     jac_x = jax.jit(jax.jacrev(lambda xx: layer(params, xx)))(x)
     z = jax.jit(layer)(params, x)
-    jac_z = week07.jacobian_z(params, z, x)
+    jac_z = equilibrium.jacobian_z(params, z, x)
     dense = jnp.linalg.solve(jnp.eye(16) - jac_z, (1 - z**2)[:, None] * params.u)
     np.testing.assert_allclose(jac_x, dense, rtol=1e-4, atol=1e-5)
 
@@ -234,7 +235,7 @@ def test_implicit_gradient_with_respect_to_the_input(key):
 @pytest.fixture(scope="module")
 def solver_run():
     # float64 (the default): the fit window [1e-13, 1e-7] needs ~400 steps at rho ~ 0.93.
-    return week07.run_solvers(key=jax.random.key(0), width=32, batch=6, iters=400)
+    return equilibrium.run_solvers(key=jax.random.key(0), width=32, batch=6, iters=400)
 
 
 def test_plain_iteration_converges_at_the_spectral_radius(solver_run):
@@ -272,14 +273,14 @@ def test_rk4_is_fourth_order_on_a_linear_ode():
     exact = jax.scipy.linalg.expm(4.0 * a) @ y0
     # On [0, 4] with 8-32 steps the truncation error (1e-3..1e-5) dominates float32 round-off.
     errs = [
-        float(jnp.linalg.norm(week07.rk4(lambda y: a @ y, y0, steps=s, t1=4.0)[0] - exact)) for s in (8, 16, 32)
+        float(jnp.linalg.norm(equilibrium.rk4(lambda y: a @ y, y0, steps=s, t1=4.0)[0] - exact)) for s in (8, 16, 32)
     ]
     # Halving h divides the error by 2^4 = 16 (up to O(h) corrections): 12-20.
     assert 12 < errs[0] / errs[1] < 20 and 12 < errs[1] / errs[2] < 20
 
 
 def test_resnet_approaches_the_ode_with_error_one_over_depth(key):
-    res = week07.run_resnet_ode(key=key, n_inputs=16, depths=(4, 16, 64, 256, 1024), ref_steps=512)
+    res = equilibrium.run_resnet_ode(key=key, n_inputs=16, depths=(4, 16, 64, 256, 1024), ref_steps=512)
     # The Euler error is e(1)/L + O(1/L^2); the O(1/L^2) term bends the log-log
     # line at small L (5% at L = 4), which moves the fitted slope by ~0.01.
     assert res.slope == pytest.approx(-1.0, abs=0.03)
@@ -297,7 +298,7 @@ def test_resnet_approaches_the_ode_with_error_one_over_depth(key):
 
 
 def test_backward_memory_is_flat_for_implicit_and_linear_for_unrolled(key):
-    res = week07.run_memory(key=key, d=5, width=24, batch=8, iters=(5, 20, 80))
+    res = equilibrium.run_memory(key=key, d=5, width=24, batch=8, iters=(5, 20, 80))
     # XLA's temp allocation is deterministic: implicit is the same program for every K.
     assert len(set(res.implicit_bytes.tolist())) == 1
     # Unrolled: exactly the residuals of one layer's VJP per layer (3 arrays of
@@ -314,14 +315,14 @@ def test_backward_memory_is_flat_for_implicit_and_linear_for_unrolled(key):
 
 
 def test_mondeq_weight_is_strongly_monotone(key):
-    params = week07.init_mondeq(3, 20, key=key, scale=2.0)
-    w = week07.mondeq_weight(params, m=0.3)
+    params = equilibrium.init_mondeq(3, 20, key=key, scale=2.0)
+    w = equilibrium.mondeq_weight(params, m=0.3)
     sym = jnp.eye(20) - (w + w.T) / 2
     assert float(jnp.min(jnp.linalg.eigvalsh(sym))) >= 0.3 - 1e-4
 
 
 def test_forward_backward_splitting_converges_within_its_bound(key):
-    res = week07.run_mondeq(key=key, width=32, batch=4, iters=100)
+    res = equilibrium.run_mondeq(key=key, width=32, batch=4, iters=100)
     assert res.norm_w > 1.0 and res.min_monotonicity >= 1.0 - 1e-4
     # ||z_k - z*|| <= r^k ||z_0 - z*|| gives residual_k / residual_0 <= (1 + r)/(1 - r) r^k.
     k = np.arange(res.splitting.size)
@@ -341,9 +342,9 @@ def test_loglog_slope_helper_recovers_minus_one():
 def test_krylov_rate_matches_condition_number_form():
     rho = np.array([0.5, 0.9, 0.99])
     kappa = (1 + rho) / (1 - rho)
-    np.testing.assert_allclose(week07.krylov_rate(rho), (np.sqrt(kappa) - 1) / (np.sqrt(kappa) + 1), rtol=1e-12)
+    np.testing.assert_allclose(equilibrium.krylov_rate(rho), (np.sqrt(kappa) - 1) / (np.sqrt(kappa) + 1), rtol=1e-12)
     # rho -> 1: log(1/q) ~ sqrt(2 (1 - rho)), the square root of plain iteration's log(1/rho) ~ 1 - rho.
-    assert -np.log(week07.krylov_rate(0.9999)) == pytest.approx(np.sqrt(2e-4), rel=0.02)
+    assert -np.log(equilibrium.krylov_rate(0.9999)) == pytest.approx(np.sqrt(2e-4), rel=0.02)
 
 
 def test_full_memory_anderson_obeys_the_gmres_bound(key):
@@ -353,11 +354,11 @@ def test_full_memory_anderson_obeys_the_gmres_bound(key):
     fn, _ = _linear_problem(key, n=30, rho=0.95)
     # reg = 1e-7: small enough not to spoil the Krylov property over 25 steps, large
     # enough for the float32 solve with duplicated (not yet filled) history slots.
-    r = np.asarray(week07.solve(week07.anderson(40, reg=1e-7), fn, jnp.zeros(30), iters=25).residuals)
+    r = np.asarray(equilibrium.solve(equilibrium.anderson(40, reg=1e-7), fn, jnp.zeros(30), iters=25).residuals)
     r = r / r[0]
     k = np.arange(1, 25)
-    bound = 2 * 0.95 * week07.krylov_rate(0.95) ** (k - 1)
+    bound = 2 * 0.95 * equilibrium.krylov_rate(0.95) ** (k - 1)
     # Observed: at most 0.3 of the bound. A plain iteration (rate 0.95) violates it from k ~ 5 on.
     assert np.all(r[1:] <= bound)
-    plain = np.asarray(week07.solve(week07.fixed_point_iteration(), fn, jnp.zeros(30), iters=25).residuals)
+    plain = np.asarray(equilibrium.solve(equilibrium.fixed_point_iteration(), fn, jnp.zeros(30), iters=25).residuals)
     assert np.any(plain[1:] / plain[0] > bound)

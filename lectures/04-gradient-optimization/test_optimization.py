@@ -11,7 +11,8 @@ import numpy as np
 import optax
 import pytest
 
-from dlcourse import mlp, train, week04
+from dlcourse import mlp, train
+import optimization
 
 # ---------------------------------------------------------------------------
 # 1. Conditioning: iterations ~ kappa (GD) and ~ sqrt(kappa) (heavy ball)
@@ -21,7 +22,7 @@ from dlcourse import mlp, train, week04
 @pytest.fixture(scope="module")
 def conditioning():
     # Two decades of kappa, enough steps for gradient descent at kappa = 1000.
-    return week04.run_conditioning(kappas=tuple(np.geomspace(10.0, 1e3, 7)), tol=1e-6, gd_steps=4_000)
+    return optimization.run_conditioning(kappas=tuple(np.geomspace(10.0, 1e3, 7)), tol=1e-6, gd_steps=4_000)
 
 
 def test_gd_iterations_match_closed_form(conditioning):
@@ -49,7 +50,7 @@ def test_heavy_ball_slope_is_one_half(conditioning):
     # 1/2 (1 + 2/(log(1/tol) + 2 log 2T)) ~ 0.55 over this range (the closed form's own
     # fitted slope). Band [0.48, 0.60]: excludes gradient descent's slope 1.
     assert 0.48 < conditioning.heavy_ball_fit.slope < 0.60
-    theory_fit = week04.metrics.loglog_slope(conditioning.kappas, conditioning.heavy_ball_theory)
+    theory_fit = optimization.metrics.loglog_slope(conditioning.kappas, conditioning.heavy_ball_theory)
     assert abs(conditioning.heavy_ball_fit.slope - theory_fit.slope) < 0.01
 
 
@@ -61,16 +62,16 @@ def test_nesterov_beats_gd_at_large_kappa(conditioning):
 def test_iterations_to_tolerance_counts_last_excursion():
     losses = jnp.array([1.0, 0.5, 1e-4, 0.2, 1e-5, 1e-6])
     # Drops below 1e-3 at t=2, comes back above at t=3, stays below from t=4.
-    assert int(week04.iterations_to_tolerance(losses, 1e-3)) == 4
+    assert int(optimization.iterations_to_tolerance(losses, 1e-3)) == 4
 
 
 def test_rates_and_hyperparams():
     kappa = 100.0
-    assert week04.gd_rate(kappa) == pytest.approx(99 / 101)
-    eta, beta = week04.heavy_ball_hyperparams(1 / kappa)
+    assert optimization.gd_rate(kappa) == pytest.approx(99 / 101)
+    eta, beta = optimization.heavy_ball_hyperparams(1 / kappa)
     assert float(eta) == pytest.approx(4 / 1.1**2, rel=1e-6)
-    assert float(jnp.sqrt(beta)) == pytest.approx(float(week04.heavy_ball_rate(kappa)), rel=1e-6)
-    assert float(week04.heavy_ball_rate(kappa)) == pytest.approx(9 / 11, rel=1e-6)
+    assert float(jnp.sqrt(beta)) == pytest.approx(float(optimization.heavy_ball_rate(kappa)), rel=1e-6)
+    assert float(optimization.heavy_ball_rate(kappa)) == pytest.approx(9 / 11, rel=1e-6)
 
 
 def test_heavy_ball_double_root_closed_form():
@@ -79,7 +80,7 @@ def test_heavy_ball_double_root_closed_form():
     s = np.sqrt(kappa)  # Polyak's tuning for [mu, L] = [1/kappa, 1], in float64
     eta, beta = 4 * kappa / (s + 1) ** 2, ((s - 1) / (s + 1)) ** 2
     t = np.arange(60)
-    ratio = week04.heavy_ball_loss_ratio(kappa, t)
+    ratio = optimization.heavy_ball_loss_ratio(kappa, t)
     for h, weight in ((1 / kappa, 1 / kappa), (1.0, 1.0)):
         x_prev, x = 1.0, 1.0 - eta * h
         xs = [1.0, x]
@@ -99,7 +100,7 @@ def test_optax_nesterov_is_textbook_nesterov():
     h = jnp.array([0.05, 1.0])
     eta, beta = 0.9, 0.7
     opt = optax.sgd(eta, momentum=beta, nesterov=True)
-    _, path = train.trajectory(week04.quadratic_loss, jnp.ones(2), opt, h, steps=20, observe=lambda p: p)
+    _, path = train.trajectory(optimization.quadratic_loss, jnp.ones(2), opt, h, steps=20, observe=lambda p: p)
     x_prev = y = np.ones(2)
     textbook = []
     for _ in range(20):
@@ -121,7 +122,7 @@ def test_sgd_stationary_loss_matches_lyapunov_solution():
     # every eta (a 9-way family: P(any |z| > 4) ~ 6e-4) and a relative error
     # below 15% as a guard against a tiny SEM. A factor 2 (eta tr(Sigma)/2, or
     # the (2 - eta h) replaced by 2) is off by many SEM at large eta.
-    res = week04.run_sgd_noise(
+    res = optimization.run_sgd_noise(
         key=jax.random.key(0), etas=tuple(np.geomspace(0.03, 1.6, 7)), chains=16, burn_in=1_000, steps=1_000
     )
     z = (res.measured - res.theory) / res.sem
@@ -138,7 +139,7 @@ def test_stationary_formula_expansion():
     # sum eta s / (2 (2 - eta h)) = eta tr(S)/4 + eta**2 sum h s / 8 + O(eta**3).
     h, s = np.array([0.3, 1.0]), np.array([2.0, 0.5])
     eta = 1e-3
-    exact = week04.sgd_stationary_excess_loss(eta, h, s)
+    exact = optimization.sgd_stationary_excess_loss(eta, h, s)
     series = eta * s.sum() / 4 + eta**2 * (h * s).sum() / 8
     assert exact == pytest.approx(series, rel=1e-6)
 
@@ -146,12 +147,12 @@ def test_stationary_formula_expansion():
 def test_mean_loss_recursion_reaches_stationary_value():
     h, s = np.array([0.2, 0.7, 1.0]), np.array([1.0, 0.3, 0.2])
     eta = 0.4
-    losses = week04.sgd_mean_loss(np.full(400, eta), h, s, np.zeros(3))
-    assert losses[-1] == pytest.approx(float(week04.sgd_stationary_excess_loss(eta, h, s)), rel=1e-10)
+    losses = optimization.sgd_mean_loss(np.full(400, eta), h, s, np.zeros(3))
+    assert losses[-1] == pytest.approx(float(optimization.sgd_stationary_excess_loss(eta, h, s)), rel=1e-10)
 
 
 def test_noisy_quadratic_noise_var_is_diagonal_in_eigenbasis():
-    prob = week04.noisy_quadratic(6, key=jax.random.key(1))
+    prob = optimization.noisy_quadratic(6, key=jax.random.key(1))
     sigma = prob.noise_chol @ prob.noise_chol.T
     np.testing.assert_allclose(prob.eigvecs.T @ prob.hess @ prob.eigvecs, np.diag(prob.h), atol=1e-12)
     np.testing.assert_allclose(prob.noise_var, np.diag(prob.eigvecs.T @ sigma @ prob.eigvecs), rtol=1e-12)
@@ -161,7 +162,7 @@ def test_schedules_follow_exact_mean_loss():
     # Mean of 16 chains against the exact second-moment recursion, averaged over
     # the last 200 steps of each schedule (where each sits near its final floor):
     # relative SEM of such a window ~ 1/sqrt(16 * 200 * eta h_min) < 10%, so 25%.
-    res = week04.run_schedules(key=jax.random.key(2), steps=900, chains=16)
+    res = optimization.run_schedules(key=jax.random.key(2), steps=900, chains=16)
     for name in res.measured:
         m, th = res.measured[name][-200:].mean(), res.theory[name][-200:].mean()
         assert m == pytest.approx(th, rel=0.25), name
@@ -179,7 +180,7 @@ def test_schedules_follow_exact_mean_loss():
 @pytest.fixture(scope="module")
 def flow():
     etas = tuple(np.geomspace(0.01, 0.2, 5))
-    return week04.run_gradient_flow(key=jax.random.key(3), etas=etas, horizon=3.0)
+    return optimization.run_gradient_flow(key=jax.random.key(3), etas=etas, horizon=3.0)
 
 
 def test_gd_to_flow_error_is_first_order(flow):
@@ -210,7 +211,7 @@ def test_modified_loss_gradient_on_quadratic():
         return 0.5 * theta @ hess @ theta
 
     theta, eta = jnp.array([0.3, -1.2]), 0.1
-    g = jax.grad(week04.modified_loss(f, eta))(theta)
+    g = jax.grad(optimization.modified_loss(f, eta))(theta)
     np.testing.assert_allclose(g, hess @ theta + 0.5 * eta * hess @ hess @ theta, rtol=1e-6)
 
 
@@ -228,11 +229,11 @@ def test_hand_written_adam_matches_optax(key):
 
     def both(carry, g):
         state, opt_state = carry
-        upd, state = week04.adam_update(g, state, lr=0.05)
+        upd, state = optimization.adam_update(g, state, lr=0.05)
         upd_o, opt_state = opt.update(g, opt_state)
         return (state, opt_state), (upd, upd_o)
 
-    carry = (week04.adam_init(jnp.zeros(3)), opt.init(jnp.zeros(3)))
+    carry = (optimization.adam_init(jnp.zeros(3)), opt.init(jnp.zeros(3)))
     _, (upd, upd_o) = jax.lax.scan(both, carry, grads)
     np.testing.assert_allclose(upd, upd_o, rtol=1e-5, atol=1e-9)
     # The first step has size lr in every coordinate whatever the gradient's scale.
@@ -246,7 +247,7 @@ def test_hand_written_adam_matches_optax(key):
 
 @pytest.fixture(scope="module")
 def eos():
-    return week04.run_edge_of_stability(key=jax.random.key(4), etas=(0.1, 0.07), n=128, steps=600)
+    return optimization.run_edge_of_stability(key=jax.random.key(4), etas=(0.1, 0.07), n=128, steps=600)
 
 
 def test_progressive_sharpening_then_edge_of_stability(eos):
@@ -267,7 +268,7 @@ def test_progressive_sharpening_then_edge_of_stability(eos):
 
 def test_init_mlp_one_draw_matches_init_mlp_distribution(key):
     widths = (64, 256, 10)
-    params = week04.init_mlp_one_draw(widths, key=key, sigma_w=0.7)
+    params = optimization.init_mlp_one_draw(widths, key=key, sigma_w=0.7)
     ref = jax.eval_shape(lambda k: mlp.init_mlp(list(widths), key=k, sigma_w=0.7), jax.random.key(1))
     for (w, b), (w_ref, b_ref) in zip(params, ref):
         assert w.shape == w_ref.shape and b.shape == b_ref.shape
@@ -283,15 +284,15 @@ def test_power_iteration_sharpness_matches_dense_hessian(key):
     data_key, init_key, power_key = jax.random.split(key, 3)
     x = jax.random.normal(data_key, (16, 3))
     batch = (x, jnp.sin(x[:, :2]))
-    params = week04.init_mlp_one_draw((3, 5, 2), key=init_key, sigma_w=1.0)
+    params = optimization.init_mlp_one_draw((3, 5, 2), key=init_key, sigma_w=1.0)
     flat, unravel = jax.flatten_util.ravel_pytree(params)
-    dense = jax.jit(jax.hessian(lambda v: week04.mse_loss(unravel(v), batch)))(flat)
+    dense = jax.jit(jax.hessian(lambda v: optimization.mse_loss(unravel(v), batch)))(flat)
     eigs = np.linalg.eigvalsh(np.asarray(dense, dtype=np.float64))
     top = eigs[np.argmax(np.abs(eigs))]
 
     @jax.jit
     def estimate(params, k):
-        return week04.linalg.top_eigenvalue(lambda p: week04.mse_loss(p, batch), params, key=k, iters=200)
+        return optimization.linalg.top_eigenvalue(lambda p: optimization.mse_loss(p, batch), params, key=k, iters=200)
 
     est = estimate(params, power_key)
     assert float(est) == pytest.approx(top, rel=1e-3)
@@ -301,7 +302,7 @@ def test_gd_on_quadratic_is_stable_iff_sharpness_below_two_over_eta():
     # The threshold the edge of stability is measured against: (1 - eta h)^t.
     h = jnp.array([1.0])
     for eta, stable in ((1.9, True), (2.1, False)):
-        _, losses = train.fit(week04.quadratic_loss, jnp.ones(1), optax.sgd(eta), h, steps=200)
+        _, losses = train.fit(optimization.quadratic_loss, jnp.ones(1), optax.sgd(eta), h, steps=200)
         assert bool(losses[-1] < losses[0]) == stable
 
 
@@ -312,4 +313,4 @@ def test_exact_flow_is_the_matrix_exponential(key):
     theta0 = jnp.arange(1.0, 6.0)
     for t in (0.0, 0.7, 3.0):
         expected = jax.scipy.linalg.expm(-t * hess) @ theta0
-        np.testing.assert_allclose(week04.exact_flow(t, q, h, q.T @ theta0), expected, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(optimization.exact_flow(t, q, h, q.T @ theta0), expected, rtol=1e-4, atol=1e-5)

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dlcourse import mlp, ntk, week05
+from dlcourse import mlp, ntk
+import tangent_kernel
 
 # ---------------------------------------------------------------------------
 # Unit tests
@@ -20,35 +21,35 @@ from dlcourse import mlp, ntk, week05
 
 
 def test_circle_data():
-    data = week05.circle_data(8, 11)
+    data = tangent_kernel.circle_data(8, 11)
     assert data.x_train.shape == (8, 2) and data.x_test.shape == (11, 2)
     np.testing.assert_allclose(jnp.linalg.norm(data.x_train, axis=1), 1.0, rtol=1e-6)
-    np.testing.assert_allclose(data.y_test, week05.default_target(data.gamma_test), rtol=1e-6)
+    np.testing.assert_allclose(data.y_test, tangent_kernel.default_target(data.gamma_test), rtol=1e-6)
 
 
 def test_init_params_matches_init_mlp_layout_and_law(key):
     """Same shapes as dlcourse.mlp.init_mlp; entries standard normal (mean and variance of
     ~9k entries within 5 standard errors)."""
     widths = [3, 64, 128, 1]
-    params = week05.init_params(widths, key=key)
+    params = tangent_kernel.init_params(widths, key=key)
     reference = mlp.init_mlp(widths, key=jax.random.key(1), parametrization="ntk")
     assert [(w.shape, b.shape) for w, b in params] == [(w.shape, b.shape) for w, b in reference]
     z = jnp.concatenate([jnp.ravel(a) for a in jax.tree_util.tree_leaves(params)])
-    assert z.size == week05.n_params(widths)
+    assert z.size == tangent_kernel.n_params(widths)
     assert abs(float(jnp.mean(z))) < 5 / math.sqrt(z.size)
     assert abs(float(jnp.var(z)) - 1.0) < 5 * math.sqrt(2 / z.size)
 
 
 def test_network_is_apply_mlp(key):
-    params = week05.init_params([2, 8, 1], key=key)
+    params = tangent_kernel.init_params([2, 8, 1], key=key)
     x = jnp.array([0.3, -0.7])
-    expected = mlp.apply_mlp(params, x, sigma_w=week05.SIGMA_W, sigma_b=week05.SIGMA_B, parametrization="ntk")[0]
-    assert week05.network(params, x) == pytest.approx(float(expected))
+    expected = mlp.apply_mlp(params, x, sigma_w=tangent_kernel.SIGMA_W, sigma_b=tangent_kernel.SIGMA_B, parametrization="ntk")[0]
+    assert tangent_kernel.network(params, x) == pytest.approx(float(expected))
 
 
 def test_seeds_for_width():
-    assert week05.seeds_for_width(16) == 32 and week05.seeds_for_width(1024) == 8
-    assert week05.seeds_for_width(4096) == 4
+    assert tangent_kernel.seeds_for_width(16) == 32 and tangent_kernel.seeds_for_width(1024) == 8
+    assert tangent_kernel.seeds_for_width(4096) == 4
 
 
 def test_lazy_feature_change_formula_against_linearized_displacement(key):
@@ -56,18 +57,18 @@ def test_lazy_feature_change_formula_against_linearized_displacement(key):
     network (N = 8192) by the linearized displacement J^T c_t (one vjp) and measure the
     relative change of the hidden pre-activations. Monte Carlo error of the sum over units
     is O(N^{-1/2}) ~ 1-2%; tolerance 6%. A missing sigma_w^2 or 1/N fails."""
-    data = week05.circle_data(8)
+    data = tangent_kernel.circle_data(8)
     width, lr, steps = 8192, 0.7, 60
-    params0 = week05.init_params([2, width, 1], key=key)
-    k_train = ntk.relu_ntk(data.x_train, depth=1, sigma_w=week05.SIGMA_W, sigma_b=week05.SIGMA_B)
+    params0 = tangent_kernel.init_params([2, width, 1], key=key)
+    k_train = ntk.relu_ntk(data.x_train, depth=1, sigma_w=tangent_kernel.SIGMA_W, sigma_b=tangent_kernel.SIGMA_B)
     c = ntk.kernel_gd_coefficients(k_train, data.y_train, lr=lr, steps=steps)
-    _, vjp = jax.vjp(lambda p: jax.vmap(lambda x: week05.network(p, x))(data.x_train), params0)
+    _, vjp = jax.vjp(lambda p: jax.vmap(lambda x: tangent_kernel.network(p, x))(data.x_train), params0)
     (delta,) = vjp(c)
     moved = jax.tree_util.tree_map(jnp.add, params0, delta)
-    h0 = week05._hidden(params0, data.x_train, sigma_w=week05.SIGMA_W, sigma_b=week05.SIGMA_B)
-    h1 = week05._hidden(moved, data.x_train, sigma_w=week05.SIGMA_W, sigma_b=week05.SIGMA_B)
+    h0 = tangent_kernel._hidden(params0, data.x_train, sigma_w=tangent_kernel.SIGMA_W, sigma_b=tangent_kernel.SIGMA_B)
+    h1 = tangent_kernel._hidden(moved, data.x_train, sigma_w=tangent_kernel.SIGMA_W, sigma_b=tangent_kernel.SIGMA_B)
     measured = jnp.linalg.norm(h1 - h0) / jnp.linalg.norm(h0)
-    theory = week05.lazy_feature_change(data.x_train, data.y_train, width=width, lr=lr, steps=steps)
+    theory = tangent_kernel.lazy_feature_change(data.x_train, data.y_train, width=width, lr=lr, steps=steps)
     assert float(measured) == pytest.approx(float(theory), rel=0.06)
     # and the weight displacement has the squared norm c^T Theta c of lazy_weight_change
     sq = sum(jnp.sum(a**2) for a in jax.tree_util.tree_leaves(delta))
@@ -76,7 +77,7 @@ def test_lazy_feature_change_formula_against_linearized_displacement(key):
 
 def test_default_learning_rate_is_half_the_edge():
     k = jnp.diag(jnp.array([1.0, 4.0]))
-    assert week05.default_learning_rate(k) == pytest.approx(0.5 * 2 * 2 / 4.0)
+    assert tangent_kernel.default_learning_rate(k) == pytest.approx(0.5 * 2 * 2 / 4.0)
 
 
 # ---------------------------------------------------------------------------
@@ -89,7 +90,7 @@ def test_kernel_convergence_rate(key):
     -0.52 +- 0.05 (std), so |slope + 1/2| < 0.2 is four standard deviations. The prefactor
     sqrt(N) * error was 2.0 +- 0.3 (max 2.6): we require < 4. A theory off by a factor 2 (or a
     wrong bias term) leaves an O(1) error: slope near 0 and sqrt(N) * error ~ 16 -> fails."""
-    res = week05.run_kernel_convergence(
+    res = tangent_kernel.run_kernel_convergence(
         key=key, widths=(32, 64, 128, 256, 512, 1024), n_points=8, seeds_times_width=2048, max_seeds=16
     )
     assert abs(res.fit.slope + 0.5) < 0.2
@@ -104,7 +105,7 @@ def test_kernel_convergence_rate(key):
 
 @pytest.fixture(scope="module")
 def lazy():
-    return week05.run_lazy_training(key=jax.random.key(5), widths=(32, 128, 512, 2048), seeds=4, steps=100, n_train=8)
+    return tangent_kernel.run_lazy_training(key=jax.random.key(5), widths=(32, 128, 512, 2048), seeds=4, steps=100, n_train=8)
 
 
 def test_weight_change_matches_lazy_theory(lazy):
@@ -149,7 +150,7 @@ def test_output_scale_lazy_and_rich(key):
     """N = 256, alpha in {1/16 (mean-field point N^{-1/2}), 1, 16}. Over 3 keys: measured/lazy
     theory of the weight change at alpha = 16 was 0.94-1.02 (2 seeds): we allow 10%. Kernel change
     at alpha = 16: 0.002-0.007 (< 0.02 required); at alpha = 1/16: 1.05-1.21 (> 0.3 required)."""
-    res = week05.run_output_scale(key=key, alphas=(1 / 16, 1.0, 16.0), width=256, seeds=2, steps=100, n_train=8)
+    res = tangent_kernel.run_output_scale(key=key, alphas=(1 / 16, 1.0, 16.0), width=256, seeds=2, steps=100, n_train=8)
     assert res.weight_change[-1] / res.weight_theory[-1] == pytest.approx(1.0, abs=0.1)
     assert res.feature_change[-1] / res.feature_theory[-1] == pytest.approx(1.0, abs=0.1)
     assert res.kernel_change[-1] < 0.02
@@ -168,7 +169,7 @@ def test_catapult(key):
     lambda within 4% of lambda_0 (we allow 10%: finite-width kernel); the large step's loss
     grows by ~100x (we require 10x), then lambda ends at 0.59-0.64 < 2/eta = 0.93, and the loss
     falls below its initial value (we require a factor 100)."""
-    res = week05.run_catapult(key=key, lr_factors=(0.5, 1.25), width=512, seeds=2, steps=100, n_train=8)
+    res = tangent_kernel.run_catapult(key=key, lr_factors=(0.5, 1.25), width=512, seeds=2, steps=100, n_train=8)
     assert res.final_lam[0] == pytest.approx(res.lam0, rel=0.1)
     assert res.max_loss_ratio[0] == pytest.approx(1.0)
     assert res.max_loss_ratio[1] > 10

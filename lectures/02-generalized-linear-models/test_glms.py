@@ -22,7 +22,7 @@ import pytest
 import scipy.stats
 
 from dlcourse import data
-from dlcourse import week02 as w
+import glms as w
 
 
 # ---------------------------------------------------------------- families

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dlcourse import metrics, week06
+from dlcourse import metrics
+import mean_field
 
 # ---------------------------------------------------------------------------
 # Unit tests
@@ -17,7 +18,7 @@ from dlcourse import metrics, week06
 
 
 def test_teacher_task_is_the_planted_network():
-    task = week06.teacher_task(n=32, angles=(0.0, 2.0), weights=(1.0, -0.5))
+    task = mean_field.teacher_task(n=32, angles=(0.0, 2.0), weights=(1.0, -0.5))
     assert task.x.shape == (32, 2) and task.y.shape == (32,)
     np.testing.assert_allclose(np.linalg.norm(task.x, axis=1), 1.0, rtol=1e-6)
     t = 2 * np.pi * (np.arange(32) + 0.5) / 32
@@ -26,10 +27,10 @@ def test_teacher_task_is_the_planted_network():
 
 
 def test_init_particles_are_balanced_on_the_sphere(key):
-    p = week06.init_particles(1000, key=key, dim=3, scale=0.7)
+    p = mean_field.init_particles(1000, key=key, dim=3, scale=0.7)
     np.testing.assert_allclose(np.abs(p.a), 0.7, rtol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(p.w, axis=1), 0.7, rtol=1e-5)
-    np.testing.assert_allclose(week06.balance(p), 0.0, atol=1e-5)
+    np.testing.assert_allclose(mean_field.balance(p), 0.0, atol=1e-5)
     # Random signs: the mean of 1000 signs is 0 +- 1/sqrt(1000) = 0.03; allow 4 sigma.
     assert abs(float(jnp.mean(jnp.sign(p.a)))) < 0.13
 
@@ -38,35 +39,35 @@ def test_quadrature_particles_integrate_the_initial_measure():
     # (1/N) sum_j relu(w_j . x)^2 -> scale^4 E[relu(u.x)^2] = scale^4 / 4 for d = 2.
     # The trapezoidal error for this integrand (a kink in the derivative) is O(N^-2):
     # at N = 256 it is below 1e-4 of the value; the Monte Carlo error would be ~5e-2.
-    p = week06.quadrature_particles(256, scale=1.0)
-    x = week06.unit_vectors([0.3])[0]
+    p = mean_field.quadrature_particles(256, scale=1.0)
+    x = mean_field.unit_vectors([0.3])[0]
     val = jnp.mean(jax.nn.relu(p.w @ x) ** 2)
     np.testing.assert_allclose(val, 0.25, rtol=1e-4)
     # Alternating signs: the network is (close to) zero at initialization.
-    assert abs(float(week06.apply_one(p, x))) < 1e-3
+    assert abs(float(mean_field.apply_one(p, x))) < 1e-3
     with pytest.raises(ValueError):
-        week06.quadrature_particles(7)
+        mean_field.quadrature_particles(7)
 
 
 def test_apply_has_the_scalings_output_scale(key):
-    p = week06.init_particles(64, key=key, scale=1.0)
-    x = week06.unit_vectors([1.0])
+    p = mean_field.init_particles(64, key=key, scale=1.0)
+    x = mean_field.unit_vectors([1.0])
     raw = float(jnp.sum(p.a * jax.nn.relu(p.w @ x[0])))
-    np.testing.assert_allclose(week06.apply(p, x, scaling="mean-field")[0], raw / 64, rtol=1e-5)
-    np.testing.assert_allclose(week06.apply(p, x, scaling="ntk")[0], raw / 8, rtol=1e-5)
-    assert week06.learning_rate(64, "mean-field", 0.1) == pytest.approx(6.4)
-    assert week06.learning_rate(64, "ntk", 0.1) == pytest.approx(0.1)
+    np.testing.assert_allclose(mean_field.apply(p, x, scaling="mean-field")[0], raw / 64, rtol=1e-5)
+    np.testing.assert_allclose(mean_field.apply(p, x, scaling="ntk")[0], raw / 8, rtol=1e-5)
+    assert mean_field.learning_rate(64, "mean-field", 0.1) == pytest.approx(6.4)
+    assert mean_field.learning_rate(64, "ntk", 0.1) == pytest.approx(0.1)
 
 
 def test_velocity_is_minus_the_gradient_of_the_first_variation(key):
     # v(theta) = -grad Psi, Psi(theta) = E_x[(f(x) - y(x)) a relu(w . x)], written by hand.
-    task = week06.teacher_task(n=16)
-    p = week06.init_particles(32, key=key, scale=1.0)
-    resid = week06.apply(p, task.x) - task.y  # (n,)
+    task = mean_field.teacher_task(n=16)
+    p = mean_field.init_particles(32, key=key, scale=1.0)
+    resid = mean_field.apply(p, task.x) - task.y  # (n,)
     pre = task.x @ p.w.T  # (n, N)
     va = -jnp.mean(resid[:, None] * jax.nn.relu(pre), axis=0)
     vw = -jnp.mean((resid[:, None] * (pre > 0) * p.a[None, :])[:, :, None] * task.x[:, None, :], axis=0)
-    v = week06.velocity(p, task)
+    v = mean_field.velocity(p, task)
     np.testing.assert_allclose(v.a, va, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(v.w, vw, rtol=1e-4, atol=1e-6)
 
@@ -75,11 +76,11 @@ def test_energy_dissipation_identity(key):
     # Wasserstein gradient flow: dR/dt = -int |v|^2 d rho = -(1/N) sum_j |v_j|^2.
     # One Euler step of size eta changes R by -eta (1/N) sum |v_j|^2 + O(eta^2);
     # with eta = 1e-3 the relative O(eta) error is well below 1%.
-    task = week06.teacher_task()
-    p = week06.init_particles(128, key=key, scale=1.0)
+    task = mean_field.teacher_task()
+    p = mean_field.init_particles(128, key=key, scale=1.0)
     eta = 1e-3
-    traj = week06.train(p, task, eta=eta, steps=1, record_every=1)
-    v = week06.velocity(p, task)
+    traj = mean_field.train(p, task, eta=eta, steps=1, record_every=1)
+    v = mean_field.velocity(p, task)
     rate = float(jnp.mean(v.a**2 + jnp.sum(v.w**2, axis=1)))
     measured = float(traj.losses[1] - traj.losses[0]) / eta
     np.testing.assert_allclose(measured, -rate, rtol=1e-2)
@@ -90,58 +91,58 @@ def test_duplicated_particles_follow_the_same_trajectory(key):
     # measure: a width-N network and the width-2N network with every particle
     # doubled are the same measure, so with the step eta * N they must move
     # identically. A learning rate off by any power of N breaks this.
-    task = week06.teacher_task()
-    p = week06.init_particles(16, key=key, scale=1.0)
-    double = week06.Particles(a=jnp.concatenate([p.a, p.a]), w=jnp.concatenate([p.w, p.w]))
-    single = week06.train(p, task, steps=50, record_every=50)
-    doubled = week06.train(double, task, steps=50, record_every=50)
+    task = mean_field.teacher_task()
+    p = mean_field.init_particles(16, key=key, scale=1.0)
+    double = mean_field.Particles(a=jnp.concatenate([p.a, p.a]), w=jnp.concatenate([p.w, p.w]))
+    single = mean_field.train(p, task, steps=50, record_every=50)
+    doubled = mean_field.train(double, task, steps=50, record_every=50)
     np.testing.assert_allclose(doubled.losses, single.losses, rtol=1e-4)
     np.testing.assert_allclose(doubled.final.w[:16], single.final.w, rtol=1e-4, atol=1e-5)
     # In the NTK scaling doubling changes the function (by sqrt 2): not the same dynamics.
-    single_ntk = week06.train(p, task, scaling="ntk", steps=50, record_every=50)
-    doubled_ntk = week06.train(double, task, scaling="ntk", steps=50, record_every=50)
+    single_ntk = mean_field.train(p, task, scaling="ntk", steps=50, record_every=50)
+    doubled_ntk = mean_field.train(double, task, scaling="ntk", steps=50, record_every=50)
     assert abs(float(doubled_ntk.losses[0] - single_ntk.losses[0])) > 1e-3
 
 
 def test_tangent_kernel_matches_the_jacobian(key):
     # K = N J J^T in the mean-field scaling and K = J J^T in the NTK scaling,
     # with J the Jacobian of the outputs in the parameters: one kernel, two scalings.
-    task = week06.teacher_task(n=8)
-    p = week06.init_particles(16, key=key, scale=1.0)
+    task = mean_field.teacher_task(n=8)
+    p = mean_field.init_particles(16, key=key, scale=1.0)
     for scaling, factor in (("mean-field", 16.0), ("ntk", 1.0)):
-        jac = jax.jacobian(lambda q: week06.apply(q, task.x, scaling=scaling))(p)
+        jac = jax.jacobian(lambda q: mean_field.apply(q, task.x, scaling=scaling))(p)
         flat = jnp.concatenate([jac.a, jac.w.reshape(8, -1)], axis=1)
         np.testing.assert_allclose(
-            week06.tangent_kernel(p, task.x), factor * flat @ flat.T, rtol=1e-4, atol=1e-6
+            mean_field.tangent_kernel(p, task.x), factor * flat @ flat.T, rtol=1e-4, atol=1e-6
         )
 
 
 def test_gradient_flow_conserves_balance(key):
     # a_j^2 - |w_j|^2 is exactly conserved by the flow; gradient descent with
     # eta = 0.1 breaks it by O(eta) per unit time relative to the weights' size.
-    task = week06.teacher_task()
-    p = week06.init_particles(64, key=key, scale=0.5)
-    traj = week06.train(p, task, steps=200, record_every=200)
+    task = mean_field.teacher_task()
+    p = mean_field.init_particles(64, key=key, scale=0.5)
+    traj = mean_field.train(p, task, steps=200, record_every=200)
     size = float(jnp.max(traj.final.a**2))
     assert size > 1.0  # the particles did grow
-    assert float(jnp.max(jnp.abs(week06.balance(traj.final)))) < 0.02 * size
+    assert float(jnp.max(jnp.abs(mean_field.balance(traj.final)))) < 0.02 * size
 
 
 def test_initial_output_std_matches_the_closed_form(key):
     # 4000 independent networks of width 32: the sample std of f(x) has relative
     # standard error 1/sqrt(2 * 3999) = 1.1%; a 4% tolerance is ~3.5 sigma.
-    x = week06.unit_vectors([0.0])[0]
+    x = mean_field.unit_vectors([0.0])[0]
     keys = jax.random.split(key, 4000)
-    f0 = jax.vmap(lambda k: week06.apply_one(week06.init_particles(32, key=k, scale=0.8), x))(keys)
-    np.testing.assert_allclose(np.std(f0, ddof=1), week06.init_output_std(32, scale=0.8), rtol=0.04)
+    f0 = jax.vmap(lambda k: mean_field.apply_one(mean_field.init_particles(32, key=k, scale=0.8), x))(keys)
+    np.testing.assert_allclose(np.std(f0, ddof=1), mean_field.init_output_std(32, scale=0.8), rtol=0.04)
 
 
 def test_mass_near_recovers_the_teacher_measure():
-    task = week06.teacher_task()
+    task = mean_field.teacher_task()
     np.testing.assert_allclose(
-        week06.mass_near(task.teacher.a * 3, task.teacher.w, [0.5, 2.4, 4.3]), [1.0, -1.0, 1.0], rtol=1e-6
+        mean_field.mass_near(task.teacher.a * 3, task.teacher.w, [0.5, 2.4, 4.3]), [1.0, -1.0, 1.0], rtol=1e-6
     )
-    edges, mass = week06.angular_mass(task.teacher.a[None] * 3, task.teacher.w[None], bins=12)
+    edges, mass = mean_field.angular_mass(task.teacher.a[None] * 3, task.teacher.w[None], bins=12)
     assert mass.shape == (1, 12) and edges.shape == (13,)
     np.testing.assert_allclose(mass.sum(), 1.0, rtol=1e-6)
 
@@ -152,7 +153,7 @@ def test_w2_of_samples_matches_the_gaussian_closed_form(key):
     k0, k1 = jax.random.split(key)
     x0 = jax.random.normal(k0, (20000,))
     x1 = 2.0 + 1.5 * jax.random.normal(k1, (20000,))
-    np.testing.assert_allclose(week06.w2_empirical_1d(x0, x1), week06.w2_gaussian_1d(0, 1, 2, 1.5), rtol=0.03)
+    np.testing.assert_allclose(mean_field.w2_empirical_1d(x0, x1), mean_field.w2_gaussian_1d(0, 1, 2, 1.5), rtol=0.03)
 
 
 def test_displacement_interpolation_of_gaussians_is_gaussian():
@@ -160,7 +161,7 @@ def test_displacement_interpolation_of_gaussians_is_gaussian():
     from scipy.stats import norm
 
     levels = np.linspace(0.01, 0.99, 51)
-    q = week06.displacement_interpolation(
+    q = mean_field.displacement_interpolation(
         lambda u: -1 + 0.5 * norm.ppf(u), lambda u: 3 + 2.0 * norm.ppf(u), 0.25, levels
     )
     np.testing.assert_allclose(q, 0.0 + 0.875 * norm.ppf(levels), atol=1e-12)
@@ -179,20 +180,20 @@ NTK_WIDTHS = (16, 64, 256, 1024)
 
 @pytest.fixture(scope="module")
 def mf_sweep():
-    return week06.run_width_sweep(key=jax.random.key(6), widths=WIDTHS, seeds=16, steps=200)
+    return mean_field.run_width_sweep(key=jax.random.key(6), widths=WIDTHS, seeds=16, steps=200)
 
 
 @pytest.fixture(scope="module")
 def mf_limit():
-    return week06.run_mean_field_limit(width=4096, steps=200)
+    return mean_field.run_mean_field_limit(width=4096, steps=200)
 
 
 def test_limit_is_converged_in_the_quadrature_width():
     # The deterministic "theory" curve must be far more accurate than the
     # N^-1/2 effects it is compared with: halving its width changes it by < 1e-4,
     # against deviations ~1e-2 for the random networks below.
-    a = week06.run_mean_field_limit(width=1024, steps=200)
-    b = week06.run_mean_field_limit(width=2048, steps=200)
+    a = mean_field.run_mean_field_limit(width=1024, steps=200)
+    b = mean_field.run_mean_field_limit(width=2048, steps=200)
     assert np.max(np.abs(a.losses - b.losses)) < 1e-4
 
 
@@ -202,7 +203,7 @@ def test_result1_loss_curves_collapse_onto_the_mean_field_limit(mf_sweep, mf_lim
     # over 16 seeds the fitted slope varied from -0.39 to -0.56 across 4 keys.
     # Tolerance 0.2 on the slope. A learning rate without the factor N (or with
     # the wrong power of N) makes the curves drift apart: slope >= 0.
-    dev = week06.collapse_deviation(mf_sweep, mf_limit).mean(axis=1)
+    dev = mean_field.collapse_deviation(mf_sweep, mf_limit).mean(axis=1)
     fit = metrics.loglog_slope(mf_sweep.widths, dev)
     assert abs(fit.slope + 0.5) < 0.2, fit
     # At N = 2048 the curves lie within 3% of the initial loss of the limit curve
@@ -219,7 +220,7 @@ def test_result2_fluctuations_shrink_like_inverse_sqrt_width(mf_sweep):
     for r in (0, 10, 20):
         fit = metrics.loglog_slope(mf_sweep.widths, mf_sweep.output_std[:, r])
         assert abs(fit.slope + 0.5) < 3 * fit.stderr + 0.08, (r, fit)
-    ratio = mf_sweep.output_std[:, 0] / week06.init_output_std(mf_sweep.widths, scale=1.0)
+    ratio = mf_sweep.output_std[:, 0] / mean_field.init_output_std(mf_sweep.widths, scale=1.0)
     np.testing.assert_allclose(ratio.mean(), 1.0, rtol=0.1)
 
 
@@ -230,7 +231,7 @@ def test_result3_particles_move_order_one_in_mean_field_and_shrink_in_ntk(mf_swe
     # initial function makes each seed's displacement vary by ~20%, so 4 seeds give
     # ~10% per width and a slope error ~0.04 (measured -0.49 to -0.53 over 4 keys).
     # Tolerance 0.05 and 0.1.
-    ntk = week06.run_width_sweep(key=jax.random.key(7), widths=NTK_WIDTHS, seeds=4, scaling="ntk", steps=200)
+    ntk = mean_field.run_width_sweep(key=jax.random.key(7), widths=NTK_WIDTHS, seeds=4, scaling="ntk", steps=200)
     mf_fit = metrics.loglog_slope(WIDTHS, mf_sweep.displacement.mean(axis=1))
     ntk_fit = metrics.loglog_slope(NTK_WIDTHS, ntk.displacement.mean(axis=1))
     assert abs(mf_fit.slope) < 0.05, mf_fit
@@ -251,10 +252,10 @@ def test_result4_particles_gather_on_the_teacher_neurons():
     # tends to c_k = (1, -1, 1). At t = 40 about 3% of the mass is still in transit
     # (measured at N = 512, 2048); N = 256 adds ~1% of Monte Carlo noise (measured
     # masses 0.95-0.98, -1.01, 0.95-0.98 over 4 keys). Tolerance 0.08.
-    cloud = week06.run_particle_cloud(key=jax.random.key(8), width=256, record_every=100)
-    mass = week06.mass_near(cloud.a[-1], cloud.w[-1], [0.5, 2.4, 4.3], radius=0.4)
+    cloud = mean_field.run_particle_cloud(key=jax.random.key(8), width=256, record_every=100)
+    mass = mean_field.mass_near(cloud.a[-1], cloud.w[-1], [0.5, 2.4, 4.3], radius=0.4)
     np.testing.assert_allclose(mass, [1.0, -1.0, 1.0], atol=0.08)
     assert cloud.losses[-1] < 1e-3 * cloud.losses[0]
     # At t = 0 the mass near each direction is only its share of the uniform cloud.
-    mass0 = week06.mass_near(cloud.a[0], cloud.w[0], [0.5, 2.4, 4.3], radius=0.4)
+    mass0 = mean_field.mass_near(cloud.a[0], cloud.w[0], [0.5, 2.4, 4.3], radius=0.4)
     assert np.all(np.abs(mass0) < 0.05)

@@ -31,7 +31,7 @@ import scipy.integrate
 import scipy.stats
 
 from dlcourse import metrics, train
-from dlcourse import week01 as w
+import statlearn as w
 
 # ---------------------------------------------------------------- building blocks
 
