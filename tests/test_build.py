@@ -8,6 +8,7 @@ previous outputs stay intact.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -115,7 +116,23 @@ def test_prose_edit_does_not_reexecute_code_edit_does(built):
 BROKEN = {
     # case: (edit of the lecture source, expected message, expected line or None = the edited line)
     "yaml": (lambda s: s.replace('subtitle: "A mini course"', 'subtitle: "A mini course" stray"'), "invalid YAML", None),
+    # a raising cell is reported at the line of the raise, not at the cell's fence
     "cell": (lambda s: s.replace("x = np.linspace(0, 1, 10)", "x = 1 / 0"), "ZeroDivisionError", None),
+    "raise-in-function": (lambda s: s.replace("x = np.linspace(0, 1, 10)",
+                                              "x = np.linspace(0, 1, 10)\nnp.linalg.inv(np.zeros((2, 2)))"),
+                          "LinAlgError", None),
+    "empty-figure": (lambda s: s.replace("ax.plot(x, 2 * x)", "ax.plot(x, np.nan * x)"),
+                     "nothing drawn", "fence"),
+    "dead-kernel": (lambda s: s.replace("x = np.linspace(0, 1, 10)", "import os; os._exit(3)"),
+                    "kernel died", "fence"),
+    "typst": (lambda s: s.replace("HANDOUT-ONLY derivation text.",
+                                  "HANDOUT-ONLY derivation text.\n\n```{=typst}\n#undefinedtypstfunction()\n```"),
+              "typst: unknown variable", None),
+    "verify": (lambda s: s.replace("x = np.linspace(0, 1, 10)",
+                                   "x = np.linspace(0, 1, 10)\nfrom dlcourse.ledger import verify\n"
+                                   "verify('w00-demo', claim='one is two', measured=1.0, theory=2.0, tol=0.1, "
+                                   "why='exact', section='sec-risk')"),
+               "VerificationError", None),
     "citation": (lambda s: s.replace("[@hastie2022surprises]", "[@nobody1999]"), "@nobody1999", None),
     "xref": (lambda s: s.replace("see @sec-risk", "see @sec-nowhere"), "@sec-nowhere", None),
     "math": (lambda s: s.replace("is minimised", "$\\undefinedmacro{x}$ is minimised"),
@@ -141,15 +158,73 @@ def test_broken_source_names_file_and_line_and_keeps_outputs(built, case):
         src.write_text(original)
     exc = err.value
     assert exc.path == src and message in exc.message
-    expected_line = line or next(
-        i for i, (a, b) in enumerate(zip(original.splitlines(), broken.splitlines()), 1) if a != b
-    )
-    if case == "cell":  # a failing cell is reported at its opening fence
-        expected_line = next(i for i, t in enumerate(broken.splitlines(), 1)
-                             if t.startswith("```{python}") and i > 20)
+    changed = [i for i, (a, b) in enumerate(zip(original.splitlines() + [""] * 9, broken.splitlines()), 1)
+               if a != b]
+    # an edit that inserts lines is reported at the inserted line that fails: the verify call
+    # is the second inserted line, the bad Typst call the third (after a blank and the fence)
+    expected_line = changed[0] + {"verify": 1, "typst": 2}.get(case, 0)
+    if line == "fence":  # reported at the opening fence of the cell that drew or died
+        expected_line = max(i for i, t in enumerate(broken.splitlines(), 1)
+                            if t.startswith("```{python}") and i < changed[0])
     assert exc.line == expected_line, str(exc)
     assert [p.read_bytes() for p in outputs] == before, "a failed build must not touch earlier outputs"
     assert not list(project.output_dir.glob(".staging-*"))
+
+
+def test_source_that_is_not_utf8_names_its_line(built):
+    project, _ = built
+    src = project.root / LECTURE
+    original = src.read_bytes()
+    k = original.index(b"HANDOUT-ONLY")
+    src.write_bytes(original[:k] + b"\xff" + original[k:])
+    try:
+        with pytest.raises(BuildError, match="not UTF-8") as err:
+            render_document(project, src)
+    finally:
+        src.write_bytes(original)
+    assert err.value.line == original[:k].count(b"\n") + 1
+
+
+def test_cell_timeout_is_reported_at_the_cell(built):
+    project, _ = built
+    src = project.root / LECTURE
+    original = src.read_text()
+    src.write_text(original.replace("x = np.linspace(0, 1, 10)", "import time; time.sleep(30)"))
+    try:
+        with pytest.raises(BuildError, match="timeout") as err:
+            render_document(project, src, timeout=3)
+    finally:
+        src.write_text(original)
+    fence = max(i for i, t in enumerate(original.splitlines(), 1)
+                if t.startswith("```{python}") and i < original.splitlines().index("x = np.linspace(0, 1, 10)") + 1)
+    assert err.value.line == fence
+
+
+def test_execution_leaves_the_environment_alone(built):
+    project, _ = built
+    before = dict(os.environ)
+    render_document(project, project.root / LECTURE, use_cache=False)
+    assert dict(os.environ) == before
+
+
+def test_rebuild_of_unchanged_sources_is_byte_identical(built):
+    """Re-executing with the cache off gives the same deck, handout, figures and notebook, byte for byte."""
+    project, _ = built
+    folder = project.output_dir / "lectures/01-demo"
+
+    def snapshot():
+        return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    for src in (LECTURE, LAB):
+        render_document(project, project.root / src, use_cache=False)
+    first = snapshot()
+    for src in (LECTURE, LAB):
+        render_document(project, project.root / src, use_cache=False)
+    second = snapshot()
+    assert sorted(first) == sorted(second)
+    differ = [str(k) for k in first if first[k] != second[k]]
+    assert not differ, f"changed on an identical rebuild: {differ}"
+    assert any(k.suffix == ".svg" for k in first) and any(k.suffix == ".pdf" for k in first)
 
 
 def test_figure_without_alt_text_is_an_error(built):

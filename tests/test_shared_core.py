@@ -65,6 +65,15 @@ def test_trajectory_records_before_each_step():
     np.testing.assert_allclose(obs, 0.5 ** jnp.arange(4), rtol=1e-6)
 
 
+def test_trajectory_record_every_and_record_last():
+    # x <- x - 0.5 x halves x at every step: observations before steps 0, 2, 4 and after step 6
+    a = jnp.eye(1)
+    final, obs = train.trajectory(quadratic(a), jnp.ones(1), optax.sgd(0.5), None, steps=6,
+                                  observe=lambda p: p[0], record_every=2, record_last=True)
+    np.testing.assert_allclose(obs, 0.5 ** jnp.array([0.0, 2.0, 4.0, 6.0]), rtol=1e-6)
+    np.testing.assert_allclose(final, 0.5**6 * jnp.ones(1), rtol=1e-6)
+
+
 def test_hvp_equals_hessian_times_vector(key):
     k1, k2 = jax.random.split(key)
     m = jax.random.normal(k1, (4, 4))

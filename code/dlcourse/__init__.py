@@ -1,7 +1,7 @@
 """The course's shared JAX library: what two or more weeks use.
 
 Modules:
-    plotting: the house style (palette and fonts read from ``slides/theme.yml``)
+    plotting: the house style (palette read from ``slides/palette.scss``)
         and figure helpers, which take an ``ax`` and return it.
     data: synthetic data with explicit keys; datasets shipped with packages.
     train: optax training loops (``jit``, ``lax.scan``; ``vmap`` over seeds

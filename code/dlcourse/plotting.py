@@ -10,25 +10,35 @@ Helpers take an ``ax`` and return it; none of them touches pyplot's global state
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import matplotlib as mpl
 import numpy as np
 
-# Okabe & Ito (2008), "Color Universal Design": distinguishable under the common
-# forms of colour blindness and in greyscale print.
-PALETTE = (
-    "#0072B2",  # blue
-    "#D55E00",  # vermillion
-    "#009E73",  # bluish green
-    "#CC79A7",  # reddish purple
-    "#E69F00",  # orange
-    "#56B4E9",  # sky blue
-    "#000000",  # black
-    "#F0E442",  # yellow (last: weak on white)
-)
-THEORY_COLOR = "#000000"
-"""Closed-form theory is always drawn in black, experiments in palette colours."""
+PALETTE_FILE = Path(__file__).resolve().parents[2] / "slides" / "palette.scss"
+"""The course's look, defined once (read here, by the deck and page themes and by the handouts)."""
+
+
+def read_palette(path: Path = PALETTE_FILE) -> dict[str, str]:
+    """The ``$course-<name>: #rrggbb;`` colours of the palette file, by name."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{path}: the course palette is missing (dlcourse must be installed editable)") from exc
+    colours = dict(re.findall(r"^\$course-([a-z-]+):\s*(#[0-9A-Fa-f]{6})\s*;", text, flags=re.M))
+    if not colours:
+        raise ValueError(f"{path}: no $course-<name>: #rrggbb; colours found")
+    return colours
+
+
+_COLOURS = read_palette()
+# Okabe & Ito (2008), "Color Universal Design": distinguishable under the common forms
+# of colour blindness and in greyscale print; yellow last, as it is weak on white.
+PALETTE = tuple(_COLOURS[name] for name in ("blue", "vermillion", "green", "purple", "orange", "sky", "black", "yellow"))
+THEORY_COLOR = _COLOURS["theory"]
+"""Closed-form theory is always drawn in this colour (black), experiments in palette colours."""
 
 STYLE = {
     "font.size": 16,

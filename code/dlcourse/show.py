@@ -7,6 +7,7 @@ Both helpers print Markdown; use them in a cell with ``#| output: asis``
 from __future__ import annotations
 
 import ast
+import importlib
 import inspect
 import textwrap
 
@@ -56,3 +57,33 @@ def show(*objs, docstring: bool = False) -> None:
     while fence in code:
         fence += "`"
     print(f"{fence}python\n{code}\n{fence}")
+
+
+def module_page(name: str) -> None:
+    """Print a week's experiments module as Markdown: its docstring, then one section per
+    top-level function or class, each a highlighted code block under a heading whose id is
+    the function's name (so a caption can link to ``code.qmd#plot_risk``).
+
+    Use it in the week's ``code.qmd`` in a cell with ``#| output: asis``.
+
+    Args:
+        name: the module's import name (the week's folder is the kernel's working directory).
+    """
+    module = importlib.import_module(name)
+    text = inspect.getsource(module)
+    tree = ast.parse(text)
+    lines = text.splitlines()
+    doc = ast.get_docstring(tree)
+    if doc:
+        print(doc.strip() + "\n")
+    defs = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+    for node in defs:
+        start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+        code = "\n".join(lines[start - 1: node.end_lineno])
+        fence = "```"
+        while fence in code:
+            fence += "`"
+        kind = "class" if isinstance(node, ast.ClassDef) else "def"
+        print(f"## `{node.name}` {{#{node.name}}}\n")
+        print(f"`{name}.py`, line {start} ({kind})\n")
+        print(f"{fence}python\n{code}\n{fence}\n")

@@ -131,6 +131,7 @@ def trajectory(
     steps: int,
     observe: Callable[[PyTree], Any],
     record_every: int = 1,
+    record_last: bool = False,
 ) -> tuple[PyTree, Any]:
     """Full-batch training that records ``observe(params)`` every ``record_every`` steps.
 
@@ -147,10 +148,12 @@ def trajectory(
         steps: number of optimizer steps, a multiple of ``record_every``.
         observe: ``observe(params) -> pytree`` of arrays.
         record_every: steps between observations.
+        record_last: also observe the final parameters, after the last step
+            (leading axis ``steps // record_every + 1``).
 
     Returns:
         Final parameters and the stacked observations (leading axis
-        ``steps // record_every``).
+        ``steps // record_every``, plus one with ``record_last``).
     """
     if steps % record_every:
         raise ValueError(f"steps={steps} is not a multiple of record_every={record_every}")
@@ -166,6 +169,8 @@ def trajectory(
         return state, obs
 
     state, obs = jax.lax.scan(record, init_state(params, optimizer), None, length=steps // record_every)
+    if record_last:
+        obs = jax.tree_util.tree_map(lambda o, last: jnp.concatenate([o, last[None]]), obs, observe(state.params))
     return state.params, obs
 
 

@@ -187,8 +187,8 @@ def knn_k(n: int) -> int:
     return max(1, round(math.sqrt(n)))
 
 
-@_jit("n_values", "n_test", "n_reps")
-def _memorization(key, sigma, *, n_values, n_test, n_reps):
+@_jit("n_values", "n_test", "n_seeds")
+def _memorization(key, sigma, *, n_values, n_test, n_seeds):
     n_max = max(n_values)
     sizes = jnp.asarray(n_values)
     ks = jnp.asarray([knn_k(n) for n in n_values])
@@ -213,7 +213,7 @@ def _memorization(key, sigma, *, n_values, n_test, n_reps):
 
         return jax.vmap(errors, out_axes=1)(sizes, ks)  # (3, len(n_values))
 
-    return jax.vmap(one_rep)(jax.random.split(key, n_reps))
+    return jax.vmap(one_rep)(jax.random.split(key, n_seeds))
 
 
 def run_memorization(
@@ -221,7 +221,7 @@ def run_memorization(
     key: Array,
     n_values: tuple[int, ...] = (4, 8, 16, 32, 64, 128, 256, 512, 1024),
     n_test: int = 500,
-    n_reps: int = 10,
+    n_seeds: int = 10,
     sigma: float = 0.4,
 ) -> MemorizationResult:
     """Lookup table, 1-NN and k-NN (``k = round(sqrt(n))``) on the 1-D problem.
@@ -244,7 +244,7 @@ def run_memorization(
         key: randomness for the training and test sets.
         n_values: training-set sizes (nested: the first ``n`` points of one draw).
         n_test: test points per repetition.
-        n_reps: independent repetitions (``vmap``).
+        n_seeds: independent repetitions (``vmap``).
         sigma: noise level.
 
     Returns:
@@ -255,7 +255,7 @@ def run_memorization(
         doi:10.1214/aos/1176343886.
     """
     n_values = tuple(int(n) for n in n_values)
-    test = _memorization(key, sigma, n_values=n_values, n_test=n_test, n_reps=n_reps)
+    test = _memorization(key, sigma, n_values=n_values, n_test=n_test, n_seeds=n_seeds)
     test_mean, test_sem = metrics.mean_and_sem(test, axis=0)
     return MemorizationResult(
         n=np.asarray(n_values),
@@ -374,38 +374,53 @@ class BiasVarianceResult(NamedTuple):
     example_y: np.ndarray
 
 
-@_jit("n", "max_degree", "n_sets", "n_grid", "n_test", "n_show")
-def _bias_variance(key, sigma, lam, *, n, max_degree, n_sets, n_grid, n_test, n_show):
-    grid = _midpoints(n_grid)
-    phi_grid = legendre_features(grid, max_degree)  # (n_grid, K)
+def fit_every_degree(x: Array, y: Array, *, lam, max_degree: int) -> Array:
+    """Ridge fits of all degrees ``0..max_degree`` at once; row ``j`` is degree ``j``.
+
+    The model of degree ``j`` uses the first ``j + 1`` Legendre features; unused
+    features get an identity block, so every degree is one ``(K, K)`` system of
+    the same shape (``K = max_degree + 1``) and all are one batched solve.
+    """
+    phi = legendre_features(x, max_degree)  # (n, K)
     degrees = jnp.arange(max_degree + 1)
     # masks[j, k] = 1 if feature k belongs to the model of degree j: nested models
-    masks = (degrees[None, :] <= degrees[:, None]).astype(phi_grid.dtype)  # (K, K)
+    masks = (degrees[None, :] <= degrees[:, None]).astype(phi.dtype)  # (K, K)
     eye = jnp.eye(max_degree + 1)
+    gram, rhs = phi.T @ phi / x.shape[0], phi.T @ y / x.shape[0]
+    a = gram[None] * masks[:, :, None] * masks[:, None, :] + lam * eye[None] * masks[:, :, None]
+    a = a + eye[None] * (1.0 - masks)[:, :, None]
+    return _spd_solve(a, (masks * rhs[None, :])[..., None])[..., 0]  # (K, K)
+
+
+def one_training_set(key, phi_grid, *, n, n_test, sigma, lam):
+    """Fits of every degree on one training set: on a grid, test and train errors."""
+    train_key, test_key = jax.random.split(key)
+    x, y = sample_regression(n, key=train_key, sigma=sigma)
+    x_test, y_test = sample_regression(n_test, key=test_key, sigma=sigma)
+    degree = phi_grid.shape[1] - 1
+    w = fit_every_degree(x, y, lam=lam, max_degree=degree)  # row j: degree j
+
+    def mse(x, y):  # one mean squared error per degree
+        return jnp.mean((w @ legendre_features(x, degree).T - y[None, :]) ** 2, axis=1)
+
+    return w @ phi_grid.T, mse(x_test, y_test), mse(x, y), x, y
+
+
+@_jit("n", "max_degree", "n_seeds", "n_grid", "n_test", "n_show")
+def _bias_variance(key, sigma, lam, *, n, max_degree, n_seeds, n_grid, n_test, n_show):
+    grid = _midpoints(n_grid)
+    phi_grid = legendre_features(grid, max_degree)  # (n_grid, K)
 
     def one_set(k):
-        k_train, k_test = jax.random.split(k)
-        x, y = sample_regression(n, key=k_train, sigma=sigma)
-        xt, yt = sample_regression(n_test, key=k_test, sigma=sigma)
-        phi = legendre_features(x, max_degree)
-        gram, rhs = phi.T @ phi / n, phi.T @ y / n
-        # ridge on the features of each degree; unused features get an identity
-        # block, so every degree is one (K, K) system of the same shape
-        a = gram[None] * masks[:, :, None] * masks[:, None, :] + lam * eye[None] * masks[:, :, None]
-        a = a + eye[None] * (1.0 - masks)[:, :, None]
-        w = _spd_solve(a, (masks * rhs[None, :])[..., None])[..., 0]  # (K, K)
-        on_grid = w @ phi_grid.T  # (degrees, n_grid)
-        test = jnp.mean((w @ legendre_features(xt, max_degree).T - yt[None, :]) ** 2, axis=1)
-        train = jnp.mean((w @ phi.T - y[None, :]) ** 2, axis=1)
-        return on_grid, test, train, x, y
+        return one_training_set(k, phi_grid, n=n, n_test=n_test, sigma=sigma, lam=lam)
 
-    fits, test, train, xs, ys = jax.vmap(one_set)(jax.random.split(key, n_sets))
+    fits, test, train, xs, ys = jax.vmap(one_set)(jax.random.split(key, n_seeds))
     truth = target(grid)
     mean_fit = jnp.mean(fits, axis=0)
-    # unbiased estimates: the squared error of the mean of n_sets fits overestimates
-    # the bias^2 by variance / n_sets; their sum is the mean squared deviation either way
+    # unbiased estimates: the squared error of the mean of n_seeds fits overestimates
+    # the bias^2 by variance / n_seeds; their sum is the mean squared deviation either way
     variance = jnp.mean(jnp.var(fits, axis=0, ddof=1), axis=1)
-    bias2 = jnp.mean((mean_fit - truth[None, :]) ** 2, axis=1) - variance / n_sets
+    bias2 = jnp.mean((mean_fit - truth[None, :]) ** 2, axis=1) - variance / n_seeds
     # per training set: test error minus its own squared deviation from f, minus sigma^2
     gap = test - jnp.mean((fits - truth[None, None, :]) ** 2, axis=2) - sigma**2
     return dict(
@@ -419,14 +434,14 @@ def run_bias_variance(
     key: Array,
     n: int = 30,
     max_degree: int = 12,
-    n_sets: int = 2000,
+    n_seeds: int = 2000,
     sigma: float = 0.4,
     lam: float = 1e-3,
     n_grid: int = 200,
     n_test: int = 200,
     n_show: int = 20,
 ) -> BiasVarianceResult:
-    """Polynomial regression of every degree on ``n_sets`` independent training sets.
+    """Polynomial regression of every degree on ``n_seeds`` independent training sets.
 
     For each training set ``D`` (``n`` points of ``sample_regression``) and each
     degree ``k``, fit ``f_D`` by least squares on the Legendre features of degree
@@ -442,7 +457,7 @@ def run_bias_variance(
         key: randomness for all training and test sets.
         n: training-set size.
         max_degree: highest polynomial degree.
-        n_sets: number of independent training sets (``vmap``).
+        n_seeds: number of independent training sets (``vmap``).
         sigma: noise level.
         lam: ridge penalty guarding the conditioning (``1e-3`` on features of unit scale).
         n_grid: quadrature points for bias and variance.
@@ -456,7 +471,7 @@ def run_bias_variance(
         Geman, Bienenstock & Doursat (1992), doi:10.1162/neco.1992.4.1.1.
     """
     out = _bias_variance(
-        key, sigma, lam, n=n, max_degree=max_degree, n_sets=n_sets, n_grid=n_grid, n_test=n_test, n_show=n_show
+        key, sigma, lam, n=n, max_degree=max_degree, n_seeds=n_seeds, n_grid=n_grid, n_test=n_test, n_show=n_show
     )
     test, test_sem = metrics.mean_and_sem(out["test"])
     gap, gap_sem = metrics.mean_and_sem(out["gap"])
@@ -661,8 +676,8 @@ class RidgePathResult(NamedTuple):
     noise: float
 
 
-@_jit("n", "p", "n_sets")
-def _ridge_path(key, lams, r, sigma, *, n, p, n_sets):
+@_jit("n", "p", "n_seeds")
+def _ridge_path(key, lams, r, sigma, *, n, p, n_seeds):
     def one_set(k):
         kx, kb, ke = jax.random.split(k, 3)
         x = data.normal(kx, (n, p))
@@ -676,7 +691,7 @@ def _ridge_path(key, lams, r, sigma, *, n, p, n_sets):
         train = jnp.mean((b @ x.T - y[None, :]) ** 2, axis=1)
         return risk, train
 
-    return jax.vmap(one_set)(jax.random.split(key, n_sets))
+    return jax.vmap(one_set)(jax.random.split(key, n_seeds))
 
 
 def run_ridge_path(
@@ -685,11 +700,11 @@ def run_ridge_path(
     n: int = 100,
     p: int = 100,
     lams=tuple(np.geomspace(1e-2, 1e1, 16)),
-    n_sets: int = 100,
+    n_seeds: int = 100,
     r: float = 1.0,
     sigma: float = 0.5,
 ) -> RidgePathResult:
-    """Ridge regression along a grid of penalties, on ``n_sets`` Gaussian training sets.
+    """Ridge regression along a grid of penalties, on ``n_seeds`` Gaussian training sets.
 
     Small ``lambda``: the fit follows the noise (variance); large ``lambda``: the
     coefficients shrink to zero (bias, excess risk ``-> r^2``). The measured excess
@@ -701,7 +716,7 @@ def run_ridge_path(
         key: randomness for designs, coefficients and noise.
         n, p: samples and features (``gamma = p / n``).
         lams: penalties.
-        n_sets: independent training sets (``vmap``).
+        n_seeds: independent training sets (``vmap``).
         r: ``||beta||``.
         sigma: noise level.
 
@@ -713,7 +728,7 @@ def run_ridge_path(
         Dobriban & Wager (2018), doi:10.1214/17-AOS1549.
     """
     lams = np.asarray(lams, dtype=float)
-    risk, train = _ridge_path(key, jnp.asarray(lams), r, sigma, n=n, p=p, n_sets=n_sets)
+    risk, train = _ridge_path(key, jnp.asarray(lams), r, sigma, n=n, p=p, n_seeds=n_seeds)
     mean, sem = metrics.mean_and_sem(risk)
     gamma = p / n
     return RidgePathResult(
@@ -784,8 +799,8 @@ class ConcentrationResult(NamedTuple):
     normalized: np.ndarray
 
 
-@_jit("dims", "n_points", "n_reps")
-def _distances(key, *, dims, n_points, n_reps):
+@_jit("dims", "n_points", "n_seeds")
+def _distances(key, *, dims, n_points, n_seeds):
     iu = np.triu_indices(n_points, k=1)
 
     def one_rep(k):
@@ -801,7 +816,7 @@ def _distances(key, *, dims, n_points, n_reps):
             out.append(jnp.sqrt(jnp.maximum(d2[iu], 0.0)))
         return jnp.stack(out)  # (len(dims), pairs)
 
-    return jax.vmap(one_rep)(jax.random.split(key, n_reps))
+    return jax.vmap(one_rep)(jax.random.split(key, n_seeds))
 
 
 def run_distance_concentration(
@@ -809,7 +824,7 @@ def run_distance_concentration(
     key: Array,
     dims: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048),
     n_points: int = 64,
-    n_reps: int = 16,
+    n_seeds: int = 16,
     fit_from: int = 16,
 ) -> ConcentrationResult:
     """Concentration of pairwise distances of ``n_points`` Gaussian points in ``R^d``.
@@ -829,7 +844,7 @@ def run_distance_concentration(
         key: randomness for the points.
         dims: dimensions (nested: the first ``d`` coordinates of one draw).
         n_points: points per repetition (all ``n (n-1) / 2`` pairs are used).
-        n_reps: independent repetitions (``vmap``).
+        n_seeds: independent repetitions (``vmap``).
         fit_from: smallest dimension entering the slope fit (the law is asymptotic).
 
     Returns:
@@ -840,7 +855,7 @@ def run_distance_concentration(
         Aggarwal, Hinneburg & Keim (2001), doi:10.1007/3-540-44503-X_27.
     """
     dims = tuple(int(d) for d in dims)
-    dist = np.asarray(_distances(key, dims=dims, n_points=n_points, n_reps=n_reps), dtype=float)
+    dist = np.asarray(_distances(key, dims=dims, n_points=n_points, n_seeds=n_seeds), dtype=float)
     cv_per_rep = dist.std(axis=2) / dist.mean(axis=2)  # (reps, dims)
     spread = dist.max(axis=2) - dist.min(axis=2)
     contrast_per_rep = spread / dist.mean(axis=2)
@@ -935,8 +950,8 @@ class DoubleDescentResult(NamedTuple):
     sigma2: float
 
 
-@_jit("n", "p_values", "n_sets")
-def _double_descent(key, r, sigma, *, n, p_values, n_sets):
+@_jit("n", "p_values", "n_seeds")
+def _double_descent(key, r, sigma, *, n, p_values, n_seeds):
     p_max = max(p_values)
     under = tuple(p for p in p_values if p <= n)
     over = tuple(p for p in p_values if p > n)
@@ -986,7 +1001,7 @@ def _double_descent(key, r, sigma, *, n, p_values, n_sets):
         size = len(p_values)
         return risks(sol[:nu], sol[nu:size]), risks(sol[size : size + nu], sol[size + nu :])
 
-    return jax.vmap(one_set)(jax.random.split(key, n_sets))
+    return jax.vmap(one_set)(jax.random.split(key, n_seeds))
 
 
 def default_p_values(n: int) -> tuple[int, ...]:
@@ -1002,7 +1017,7 @@ def run_double_descent(
     key: Array,
     n: int = 100,
     p_values: tuple[int, ...] | None = None,
-    n_sets: int = 150,
+    n_seeds: int = 150,
     r: float = 1.0,
     sigma: float = 0.5,
 ) -> DoubleDescentResult:
@@ -1024,7 +1039,7 @@ def run_double_descent(
         key: randomness for designs, coefficients and noise.
         n: samples.
         p_values: model sizes (default ``default_p_values(n)``).
-        n_sets: independent training sets (``vmap``).
+        n_seeds: independent training sets (``vmap``).
         r: ``||beta||``.
         sigma: noise level.
 
@@ -1036,7 +1051,7 @@ def run_double_descent(
         Belkin, Hsu, Ma & Mandal (2019), doi:10.1073/pnas.1903070116.
     """
     p_values = default_p_values(n) if p_values is None else tuple(sorted(int(p) for p in p_values))
-    risk, ridge = _double_descent(key, r, sigma, n=n, p_values=p_values, n_sets=n_sets)
+    risk, ridge = _double_descent(key, r, sigma, n=n, p_values=p_values, n_seeds=n_seeds)
     risk_mean, risk_sem = metrics.mean_and_sem(risk)
     ridge_mean, ridge_sem = metrics.mean_and_sem(ridge)
     p = np.asarray(p_values)
@@ -1104,7 +1119,7 @@ def threshold_tail(t):
 class ThresholdResult(NamedTuple):
     """The interpolant's excess risk at ``p = n``, scaled by ``sigma^2 n``, for several ``n``.
 
-    ``scaled_risk[i]`` holds ``||b - beta||^2 / (sigma^2 n)`` for ``n_sets``
+    ``scaled_risk[i]`` holds ``||b - beta||^2 / (sigma^2 n)`` for ``n_seeds``
     training sets of size ``n_values[i]`` (``b = X^{-1} y``, ``X`` square).
     """
 
@@ -1113,8 +1128,8 @@ class ThresholdResult(NamedTuple):
     median: np.ndarray
 
 
-@_jit("n_values", "n_sets")
-def _threshold(key, *, n_values, n_sets):
+@_jit("n_values", "n_seeds")
+def _threshold(key, *, n_values, n_seeds):
     size = max(n_values)
 
     def one(k, n):
@@ -1128,8 +1143,8 @@ def _threshold(key, *, n_values, n_sets):
         eps = jnp.where(active, jax.random.normal(ke, (size,)), 0.0)
         return jnp.sum(jnp.linalg.solve(x, eps) ** 2) / n  # beta_hat - beta = X^{-1} eps
 
-    keys = jax.random.split(key, (len(n_values), n_sets))
-    sizes = jnp.asarray(n_values)[:, None] * jnp.ones((1, n_sets), dtype=int)
+    keys = jax.random.split(key, (len(n_values), n_seeds))
+    sizes = jnp.asarray(n_values)[:, None] * jnp.ones((1, n_seeds), dtype=int)
     return jax.vmap(jax.vmap(one))(keys, sizes)
 
 
@@ -1137,7 +1152,7 @@ def run_interpolation_threshold(
     *,
     key: Array,
     n_values: tuple[int, ...] = (20, 40, 80),
-    n_sets: int = 1000,
+    n_seeds: int = 1000,
 ) -> ThresholdResult:
     """Distribution of the excess risk of the interpolant at ``p = n``.
 
@@ -1150,7 +1165,7 @@ def run_interpolation_threshold(
     Args:
         key: randomness for designs and noise.
         n_values: sizes ``n = p``.
-        n_sets: training sets per size.
+        n_seeds: training sets per size.
 
     Returns:
         A ``ThresholdResult``.
@@ -1159,5 +1174,5 @@ def run_interpolation_threshold(
         Edelman (1988), doi:10.1137/0609045.
     """
     n_values = tuple(int(n) for n in n_values)
-    scaled = np.asarray(_threshold(key, n_values=n_values, n_sets=n_sets))
+    scaled = np.asarray(_threshold(key, n_values=n_values, n_seeds=n_seeds))
     return ThresholdResult(n_values=np.asarray(n_values), scaled_risk=scaled, median=np.median(scaled, axis=1))

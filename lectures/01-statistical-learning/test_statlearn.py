@@ -68,7 +68,7 @@ def test_nearest_neighbours(key):
 def test_memorization_experiment_uses_the_public_rules(key):
     """The masked, one-program experiment equals the plain functions on each subset."""
     n_values, n_test, sigma = (5, 9), 40, 0.4
-    res = w.run_memorization(key=jax.random.clone(key), n_values=n_values, n_test=n_test, n_reps=2, sigma=sigma)
+    res = w.run_memorization(key=jax.random.clone(key), n_values=n_values, n_test=n_test, n_seeds=2, sigma=sigma)
     # the experiment's key derivation, step by step
     expected = []
     for k in jax.random.split(key, 2):
@@ -188,7 +188,7 @@ def test_threshold_tail_closed_form_against_quadrature():
 
 def test_memorization_limits(key):
     """Lookup table -> E f^2 + sigma^2, 1-NN -> 2 sigma^2, k-NN -> sigma^2 (+ O(1/k))."""
-    res = w.run_memorization(key=key, n_values=(16, 256), n_test=400, n_reps=10)
+    res = w.run_memorization(key=key, n_values=(16, 256), n_test=400, n_seeds=10)
     lookup, nn, knn = res.test[:, -1]
     se = res.test_sem[:, -1]
     # the lookup table always answers 0: its error is E f^2 + sigma^2 up to MC error (4 SE)
@@ -206,7 +206,7 @@ def test_memorization_limits(key):
 
 @pytest.fixture(scope="module")
 def bias_variance():
-    return w.run_bias_variance(key=jax.random.key(1), n=20, max_degree=8, n_sets=600, n_grid=100, n_test=100)
+    return w.run_bias_variance(key=jax.random.key(1), n=20, max_degree=8, n_seeds=600, n_grid=100, n_test=100)
 
 
 def test_bias_variance_decomposition_equals_the_test_error(bias_variance):
@@ -242,7 +242,7 @@ def test_test_error_is_u_shaped_in_the_degree(bias_variance):
 
 
 def test_ridge_risk_is_u_shaped_and_matches_marchenko_pastur(key):
-    res = w.run_ridge_path(key=key, n=60, p=60, lams=tuple(np.geomspace(1e-2, 10.0, 13)), n_sets=150)
+    res = w.run_ridge_path(key=key, n=60, p=60, lams=tuple(np.geomspace(1e-2, 10.0, 13)), n_seeds=150)
     # finite-size corrections to the MP formula are O(1/n): measured +0.3 % to +1.6 % at
     # n = 25..100 with 4000 training sets. Allowance: 4 SE + 3 % of the theory.
     assert np.all(np.abs(res.risk - res.theory) < 4 * res.risk_sem + 0.03 * res.theory)
@@ -256,7 +256,7 @@ def test_ridge_risk_is_u_shaped_and_matches_marchenko_pastur(key):
 
 
 def test_distances_concentrate_like_d_to_the_minus_half(key):
-    res = w.run_distance_concentration(key=key, dims=(1, 4, 16, 64, 256, 1024), n_points=32, n_reps=12)
+    res = w.run_distance_concentration(key=key, dims=(1, 4, 16, 64, 256, 1024), n_points=32, n_seeds=12)
     # exact CV of a chi variable, against the sample CV over all pairs (4 SE + 2 %: the
     # sample std over 496 correlated pairs is biased low by ~1/(2 * 496))
     assert np.all(np.abs(res.cv - res.cv_theory) < 4 * res.cv_sem + 0.02 * res.cv_theory)
@@ -288,7 +288,7 @@ def test_marchenko_pastur_spectrum(key):
 @pytest.fixture(scope="module")
 def double_descent():
     return w.run_double_descent(key=jax.random.key(2), n=40, p_values=(8, 20, 30, 50, 60, 80, 160, 400),
-                                n_sets=400)
+                                n_seeds=400)
 
 
 def test_double_descent_matches_the_exact_gaussian_risk(double_descent):
@@ -324,7 +324,7 @@ def test_optimal_ridge_removes_the_peak(double_descent):
 
 
 def test_risk_at_the_interpolation_threshold_grows_like_n_with_a_heavy_tail(key):
-    res = w.run_interpolation_threshold(key=key, n_values=(10, 20), n_sets=4000)
+    res = w.run_interpolation_threshold(key=key, n_values=(10, 20), n_seeds=4000)
     # tail: P(scaled risk > t) against Edelman's law, at t where the smallest singular value
     # dominates. Binomial SE ~ 0.005; the rest of the spectrum adds O(1/t) relative (~5 % at
     # t = 30) and n = 10, 20 adds O(1/n): 4 SE + 15 % of the value.

@@ -66,6 +66,53 @@ def render_without_quarto(project: Project, paths: list[str], *, use_cache: bool
     return 0
 
 
+def check_weeks(project: Project, paths: list[str], *, use_cache: bool) -> int:
+    """Render the given weeks, then run the deck, handout and notebook checks on them."""
+    from .inspect_deck import browser_missing, figure_problems, inspect_decks
+    from .inspect_notebook import execution_problems, structure_problems
+    from .inspect_pdf import inspect_pdf, tools_missing
+
+    render_without_quarto(project, paths, use_cache=use_cache)
+    folders = sorted({s.parent for s in _select(project, paths)
+                      if (s.parent / "lecture.qmd").exists() or (s.parent / "lab.qmd").exists()})
+    checks = project.output_dir / "checks"
+    problems: list[str] = []
+    decks = {}
+    for folder in folders:
+        rel = folder.relative_to(project.root)
+        out = project.output_dir / rel
+        if (out / "lecture.html").exists():
+            decks[folder.name] = out / "lecture.html"
+        for page in ("lecture.html", "lab.html"):
+            if (out / page).exists():
+                problems += [f"{rel}/{page}: {q}" for q in figure_problems((out / page).read_text(encoding="utf-8"))]
+        if (out / "lecture.pdf").exists():
+            if tools_missing():
+                print(f"handout checks skipped: {tools_missing()}")
+            else:
+                rep = inspect_pdf(out / "lecture.pdf", checks / folder.name / "handout")
+                print(f"{rel}/lecture.pdf: {len(rep.pages)} pages; contact sheet in "
+                      f"{os.path.relpath(checks / folder.name / 'handout')}")
+                problems += [f"{rel}/lecture.pdf: {f}" for f in rep.failures]
+        if (out / "lab.ipynb").exists():
+            found = structure_problems(out / "lab.ipynb")
+            ran, seconds = execution_problems(out / "lab.ipynb")
+            print(f"{rel}/lab.ipynb: ran in a fresh kernel in {seconds:.1f} s")
+            problems += [f"{rel}/lab.ipynb: {q}" for q in found + ran]
+    if decks:
+        if browser_missing():
+            print(f"deck checks skipped: {browser_missing()}")
+        else:
+            for name, rep in inspect_decks(project.output_dir, decks, checks).items():
+                print(f"{name}/lecture.html: {len(rep.slides)} slides; screenshots and contact sheet in "
+                      f"{os.path.relpath(checks / name)}")
+                problems += [f"{name}/lecture.html: {f}" for f in rep.failures]
+    for q in problems:
+        print("problem:", q)
+    print(f"{len(problems)} problems")
+    return 1 if problems else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="coursebuild", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -78,10 +125,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="use the Quarto-free path even when quarto is on PATH")
     engine.add_argument("--quarto", action="store_true", help="require Quarto")
     r.add_argument("--no-cache", action="store_true", help="re-execute every source")
+    c = sub.add_parser("check", help="render weeks (Quarto-free) and run the deck, handout and notebook checks")
+    c.add_argument("paths", nargs="+", help="week folders or sources")
+    c.add_argument("--project", default=".", help="project root (default: .)")
+    c.add_argument("--no-cache", action="store_true", help="re-execute every source")
     args = parser.parse_args(argv)
 
     try:
         project = Project.load(args.project)
+        if args.command == "check":
+            return check_weeks(project, args.paths, use_cache=not args.no_cache)
         beside = Path(sys.executable).parent / "quarto"  # quarto-cli installed into the venv
         quarto = shutil.which("quarto") or (str(beside) if beside.exists() else None)
         if args.quarto and not quarto:

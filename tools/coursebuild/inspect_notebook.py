@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -83,11 +84,14 @@ def execution_problems(path: Path, *, timeout: int = 600) -> tuple[list[str], fl
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
+    from .execute import IPCKernelManager
+
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     with tempfile.TemporaryDirectory(prefix="coursebuild-lab-") as folder:
         client = NotebookClient(nb, kernel_name="python3", timeout=timeout, allow_errors=False,
+                                kernel_manager_class=IPCKernelManager,  # no "unencrypted TCP" warning
                                 resources={"metadata": {"path": folder}})
         try:
             client.execute()
@@ -99,4 +103,7 @@ def execution_problems(path: Path, *, timeout: int = 600) -> tuple[list[str], fl
             err = exc if str(exc) or exc.__context__ is None else exc.__context__  # a bare clean-up error hides the cause
             first = (str(err).splitlines() or [""])[0]
             return [f"did not run to the end: {type(err).__name__}: {first}"], time.perf_counter() - start
+        finally:
+            if client.km is not None:
+                shutil.rmtree(Path(client.km.ip).parent, ignore_errors=True)
     return [], time.perf_counter() - start

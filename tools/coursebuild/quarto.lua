@@ -1,21 +1,24 @@
 --[[
-quarto.lua: the part of Quarto's Lua filters that this course's sources use,
-for plain pandoc (the Quarto-free render path).
+quarto.lua: an emulation of the part of Quarto's built-in Lua filters that this
+course's sources use, for plain pandoc (the Quarto-free render path). It emulates
+only what Quarto itself does; what the course adds (notes and pauses outside decks,
+the macro file's raw blocks, solutions as notebook cells, the handout's style) is in
+the project filter filters/course.lua, which runs before this one, as under Quarto.
 
 It runs BEFORE citeproc and handles, for the target format given in the
 metadata field `coursebuild-format` (revealjs, typst, html or ipynb):
   * conditional content: .content-visible / .content-hidden with
     when-format / unless-format (Quarto's format matching: "html" also
     matches revealjs);
-  * speaker notes (.notes): kept for revealjs only;
-  * pauses (". . ."): kept for revealjs only;
+  * incremental lists outside revealjs (unwrapped);
   * callouts (.callout-note, -tip, -warning, -important, -caution), with
     collapse="true" folding (a <details> element in HTML);
   * cross-references @fig-, @eq-, @sec-, @tbl-: targets are numbered and
     references become "Figure 2", "Equation (3)", "Section 1.2"; an unknown
     identifier stops the build ("unknown cross-reference");
   * equation labels `$$ ... $$ {#eq-x}`;
-  * columns in Typst (a grid) and figure alt text in Typst.
+  * columns in Typst (a grid) and figure alt text in Typst;
+  * links to the project's .qmd sources, resolved to their .html outputs.
 Errors are raised with error(), which makes pandoc exit non-zero; the
 Python driver maps the message back to the source file and line.
 ]]
@@ -54,13 +57,8 @@ local function read_meta(meta)
 end
 
 ------------------------------------------------------------------------
--- pass 2: conditional content, notes, pauses
+-- pass 2: conditional content
 ------------------------------------------------------------------------
-local function is_pause(block)
-  return block.t == "Para" and stringify(block):gsub("%s", "") == "..."
-    and #block.content == 5
-end
-
 local function conditional(div)
   local cls = div.classes
   if cls:includes("content-visible") or cls:includes("content-hidden") then
@@ -74,36 +72,10 @@ local function conditional(div)
     end
     if visible then return div.content else return {} end
   end
-  if cls:includes("notes") and fmt ~= "revealjs" then
-    return {}
-  end
   if fmt ~= "revealjs" and (cls:includes("incremental") or cls:includes("nonincremental")) then
     return div.content
   end
   return nil
-end
-
--- `\newcommand` lines were applied to the math by pandoc's latex_macros
--- extension; the definitions themselves must not reach any output.
--- HTML comments (e.g. in an included file) must not become empty slides either.
-local function drop_macro_definitions(raw)
-  if (raw.format == "tex" or raw.format == "latex")
-     and raw.text:match("^%s*\\[re]*newcommand") then
-    return {}
-  end
-  if raw.format == "html" and raw.text:match("^%s*<!%-%-.*%-%->%s*$") then
-    return {}
-  end
-  return nil
-end
-
-local function drop_pauses(blocks)
-  if fmt == "revealjs" then return nil end
-  local out = pandoc.Blocks({})
-  for _, b in ipairs(blocks) do
-    if not is_pause(b) then out:insert(b) end
-  end
-  return out
 end
 
 ------------------------------------------------------------------------
@@ -250,11 +222,6 @@ local function render_figure(fig)
   return fig
 end
 
-local function render_header(h)
-  -- Typst: pandoc writes `<sec-x>` labels itself; nothing to do.
-  return nil
-end
-
 local function xref_inline(id)
   local t = targets[id]
   if not t then
@@ -343,21 +310,6 @@ local function render_callout(div)
     out:insert(pandoc.RawBlock("typst", "]"))
     return out
   end
-  if fmt == "ipynb" then
-    -- a notebook cannot fold markdown around code cells: the title becomes a
-    -- bold paragraph and code cells of a folded callout are hidden (source_hidden)
-    local out = pandoc.Blocks({ pandoc.Para({ pandoc.Strong(title) }) })
-    if collapse then
-      content = content:walk({
-        Div = function(d)
-          if d.classes:includes("cell") then d.attributes["source_hidden"] = "true" end
-          return d
-        end,
-      })
-    end
-    out:extend(content)
-    return out
-  end
   -- HTML and reveal.js
   local classes = { "callout", "callout-" .. kind }
   if collapse and fmt == "html" then
@@ -411,12 +363,29 @@ local function render_columns(div)
 end
 
 ------------------------------------------------------------------------
+-- links between the project's sources: `page.qmd#x` -> `page.html#x`
+------------------------------------------------------------------------
+-- Quarto resolves links to .qmd files of the project to their HTML output
+-- (https://quarto.org/docs/websites/#linking).
+local function resolve_qmd_link(link)
+  if fmt ~= "html" and fmt ~= "revealjs" then return nil end
+  if link.target:match("^%a[%w+.-]*:") then return nil end  -- an absolute URL
+  local path, anchor = link.target:match("^([^#]-)%.qmd(#?.*)$")
+  if path then
+    link.target = path .. ".html" .. anchor
+    return link
+  end
+  return nil
+end
+
+------------------------------------------------------------------------
 return {
   { Meta = read_meta },
-  { Div = conditional, Blocks = drop_pauses, RawBlock = drop_macro_definitions },
+  { Link = resolve_qmd_link },
+  { Div = conditional },
   { Para = label_equations, Plain = label_equations },
   { Pandoc = function(doc) number_targets(doc); return nil end },
-  { Span = render_equation, Figure = render_figure, Header = render_header, Cite = render_cite },
+  { Span = render_equation, Figure = render_figure, Cite = render_cite },
   { Div = render_columns },
   { Div = render_refs },
   { Div = render_callout },

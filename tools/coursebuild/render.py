@@ -28,7 +28,7 @@ import pypandoc
 import typst
 
 from .errors import BuildError
-from .execute import Executed, execute
+from .execute import Executed, execute, source_date_epoch
 from .source import Cell, Document, load_yaml, read_qmd
 
 HERE = Path(__file__).parent
@@ -297,7 +297,7 @@ def run_pandoc(doc: Document, markdown: str, args: list[str], cwd: Path) -> str:
 
 
 def _metadata_file(meta: dict, fmt: str, folder: Path, project: Project) -> Path:
-    m = {k: v for k, v in meta.items() if k not in ("format", "execute", "bibliography")}
+    m = {k: v for k, v in meta.items() if k not in ("format", "execute", "bibliography", "filters")}
     m["coursebuild-format"] = fmt
     bib = meta.get("bibliography")
     if bib:
@@ -313,10 +313,14 @@ def _rel(target: Path, start: Path) -> str:
 
 
 def pandoc_args(fmt: str, opts: dict, project: Project, out_dir: Path, meta_file: Path) -> list[str]:
-    scratch = meta_file.parent
     """Command-line options for pandoc from the format's Quarto options."""
+    scratch = meta_file.parent
     libs = _rel(project.output_dir / "site_libs", out_dir)
-    common = ["--metadata-file", str(meta_file), "--lua-filter", str(LUA_FILTER), "--citeproc"]
+    # the project's own filters (`filters:`) run first, as under Quarto, where user
+    # filters run before Quarto's built-ins (quarto.org/docs/extensions/filters.html);
+    # then quarto.lua, the emulation of those built-ins
+    user = [a for f in project_filters(project, opts) for a in ("--lua-filter", str(f))]
+    common = ["--metadata-file", str(meta_file), *user, "--lua-filter", str(LUA_FILTER), "--citeproc"]
     if fmt == "revealjs":
         args = common + [
             "-t", "revealjs", "-s", "--slide-level", "2",
@@ -335,10 +339,9 @@ def pandoc_args(fmt: str, opts: dict, project: Project, out_dir: Path, meta_file
         if opts.get("slide-number"):
             sn = opts["slide-number"]
             args += ["-V", f"slideNumber='{sn}'" if isinstance(sn, str) else "slideNumber=true"]
-        themes = opts.get("theme", [])
-        for t in [themes] if isinstance(themes, str) else themes:
-            if t.endswith(".scss"):
-                args += ["--css", f"{libs}/course/{Path(t).stem}.css"]
+        css = theme_css_name(opts.get("theme"))
+        if css:
+            args += ["--css", f"{libs}/course/{css}"]
         if opts.get("footer"):
             footer = scratch / "footer.html"
             footer.write_text(f'<div class="reveal-footer">{opts["footer"]}</div>\n')
@@ -347,13 +350,12 @@ def pandoc_args(fmt: str, opts: dict, project: Project, out_dir: Path, meta_file
             args.append("--incremental")
         return args
     if fmt == "typst":
-        args = common + ["-t", "typst", "-s", "--resource-path", str(out_dir),
-                         "-V", "page-numbering=1",
-                         "--include-in-header", str(TEMPLATES / "handout.typ")]
+        args = common + ["-t", "typst", "-s", "--resource-path", str(out_dir), "-V", "page-numbering=1"]
         if opts.get("toc"):
             args += ["--toc", "--toc-depth", str(opts.get("toc-depth", 2))]
         if opts.get("number-sections"):
-            args += ["-V", "section-numbering=1.1"]
+            # Quarto's Typst default numbering is "1.1.a" (quarto-cli src/format/typst/format-typst.ts)
+            args += ["-V", f"section-numbering={opts.get('section-numbering', '1.1.a')}"]
         for key in ("papersize", "fontsize", "mainfont"):
             if key in opts:
                 args += ["-V", f"{key}={opts[key]}"]
@@ -363,13 +365,71 @@ def pandoc_args(fmt: str, opts: dict, project: Project, out_dir: Path, meta_file
         return args
     if fmt == "html":
         args = common + ["-t", "html5", "-s", f"--katex={libs}/katex/",
-                         "--css", f"{libs}/course/page.css", "--section-divs"]
+                         "--css", f"{libs}/course/layout.css", "--section-divs"]
+        css = theme_css_name(opts.get("theme"))
+        if css:
+            args += ["--css", f"{libs}/course/{css}"]
         if opts.get("toc"):
             args += ["--toc", "--toc-depth", str(opts.get("toc-depth", 2))]
         return args
     if fmt == "ipynb":
         return common + ["-t", "ipynb"]
     raise ValueError(fmt)
+
+
+def project_filters(project: Project, opts: dict) -> list[Path]:
+    """The Lua filters named under ``filters:`` (project, folder or document), as paths."""
+    found = []
+    for f in opts.get("filters") or []:
+        name = f if isinstance(f, str) else (f.get("path") if isinstance(f, dict) else None)
+        if not name or name == "quarto":
+            continue
+        path = (project.root / name).resolve()
+        if not path.exists():
+            raise BuildError(project.root / "_quarto.yml", 1, f"filter not found: {name}")
+        found.append(path)
+    return found
+
+
+def _theme_files(theme) -> list[str]:
+    return [t for t in ([theme] if isinstance(theme, str) else (theme or [])) if str(t).endswith(".scss")]
+
+
+def theme_css_name(theme) -> str | None:
+    """The stylesheet the Quarto-free build compiles from a format's SCSS theme files."""
+    files = _theme_files(theme)
+    return f"{Path(files[-1]).stem}.css" if files else None
+
+
+def compile_theme(project: Project, theme) -> str:
+    """Compile a Quarto SCSS theme (its files' ``scss:defaults`` sections, then their
+    ``scss:rules``, as Quarto joins them) with Dart Sass, the compiler Quarto uses."""
+    defaults, rules = [], []
+    for name in _theme_files(theme):
+        path = project.root / name
+        text = path.read_text(encoding="utf-8")
+        parts = re.split(r"/\*--\s*scss:(defaults|rules|functions|mixins|uses)\s*--\*/", text)
+        for kind, body in zip(parts[1::2], parts[2::2]):
+            (defaults if kind in ("defaults", "functions", "mixins", "uses") else rules).append(body)
+    sass = _node_bin(project, "sass")
+    proc = subprocess.run([str(sass), "--stdin", "--no-source-map", "--style=expanded"],
+                          input="\n".join(defaults + rules).encode(), capture_output=True)
+    if proc.returncode != 0:
+        raise BuildError(project.root / _theme_files(theme)[-1], 1,
+                         f"sass: {proc.stderr.decode(errors='replace').strip()}")
+    return proc.stdout.decode()
+
+
+def _node_modules(project: Project) -> Path:
+    nm = project.root / "node_modules"
+    return nm if nm.exists() else HERE.parents[1] / "node_modules"  # a project inside the repository (a fixture)
+
+
+def _node_bin(project: Project, name: str) -> Path:
+    exe = _node_modules(project) / ".bin" / name
+    if not exe.exists():
+        raise BuildError(project.root / "package.json", 1, f"missing {name}: run the set-up command (npm ci)")
+    return exe
 
 
 def _finish_notebook(text: str, title: str | None) -> str:
@@ -379,7 +439,9 @@ def _finish_notebook(text: str, title: str | None) -> str:
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
     nb.cells = [c for c in nb.cells if c.cell_type != "markdown" or c.source.strip()]
-    for cell in nb.cells:
+    for i, cell in enumerate(nb.cells):
+        # pandoc draws random cell ids; numbered ids make an unchanged source rebuild identically
+        cell.id = f"cell-{i}"
         if cell.cell_type == "code":
             hidden = cell.metadata.pop("source_hidden", None)
             if hidden in ("true", True):
@@ -391,14 +453,40 @@ def _finish_notebook(text: str, title: str | None) -> str:
     return nbformat.writes(nb)
 
 
-def compile_typst(doc: Document, typ: Path, pdf: Path, root: Path) -> None:
+TYPST_AT = re.compile(r"(?:┌─|-->)\s*(\S+?):(\d+):(\d+)")
+
+
+def _typst_error(doc: Document, typ: Path, message: str) -> BuildError:
+    """A Typst diagnostic at the source line that produced the offending Typst line.
+
+    Typst reports a line of the generated ``.typ`` file; its text is looked up in the
+    source (the longest word run of that line), which finds the Markdown it came from.
+    """
+    m = TYPST_AT.search(message)
+    first = message.strip().splitlines()[0].removeprefix("error: ") if message.strip() else "error"
+    if m and typ.exists():
+        lines = typ.read_text(encoding="utf-8").splitlines()
+        k = int(m.group(2))
+        if 1 <= k <= len(lines):
+            words = re.findall(r"[A-Za-z][A-Za-z ,.'-]{6,}", lines[k - 1])
+            for needle in sorted(words, key=len, reverse=True):
+                path, line = doc.locate(needle.strip()[:40])
+                if (path, line) != (doc.path, 1):
+                    return BuildError(path, line, f"typst: {first} (generated line: {lines[k - 1].strip()[:80]})")
+            return BuildError(doc.path, 1, f"typst: {first} (generated line {k}: {lines[k - 1].strip()[:80]})")
+    return BuildError(doc.path, 1, f"typst: {first}")
+
+
+def compile_typst(doc: Document, typ: Path, pdf: Path, root: Path, *, timestamp: int | None = None) -> None:
     try:
         _, warnings = typst.compile_with_warnings(str(typ), output=str(pdf), root=str(root),
-                                                  ignore_system_fonts=True)
+                                                  ignore_system_fonts=True, timestamp=timestamp)
     except typst.TypstError as exc:
-        raise BuildError(doc.path, 1, f"typst: {exc}") from None
+        # typst-py keeps the location in the rendered diagnostic ("┌─ file.typ:LINE:COL")
+        raise _typst_error(doc, typ, getattr(exc, "diagnostic", "") or str(exc)) from None
     if warnings:
-        raise BuildError(doc.path, 1, f"typst warning: {warnings[0]}")
+        w = warnings[0]
+        raise _typst_error(doc, typ, getattr(w, "diagnostic", "") or f"warning: {w}")
 
 
 # ----------------------------------------------------------------------------
@@ -426,7 +514,7 @@ def _swap_into_place(staged: Path, final: Path) -> None:
         os.replace(staged, final)
 
 
-def render_document(project: Project, path: Path, *, use_cache: bool = True) -> Rendered:
+def render_document(project: Project, path: Path, *, use_cache: bool = True, timeout: int = 900) -> Rendered:
     start = time.perf_counter()
     doc = read_qmd(path)
     res = resolve(project, doc)
@@ -440,7 +528,10 @@ def render_document(project: Project, path: Path, *, use_cache: bool = True) -> 
         doc,
         cache_dir=project.cache_dir,
         figure=figure,
-        package_dirs=[project.root / "code" / "dlcourse"],
+        root=project.root,
+        # the figures' colours come from the theme's palette (slides/palette.scss)
+        style_files=sorted({project.root / f for o in res.formats.values() for f in _theme_files(o.get("theme"))}),
+        timeout=timeout,
         # `freeze: false` (e.g. the home page, whose list of weeks comes from the
         # folders) re-executes at every render, as in Quarto
         use_cache=use_cache and res.execute.get("freeze", "auto") is not False,
@@ -459,6 +550,7 @@ def render_document(project: Project, path: Path, *, use_cache: bool = True) -> 
             if fmt not in res.formats:
                 continue
             opts = {**res.execute, **res.formats[fmt]}
+            opts.setdefault("filters", res.meta.get("filters") or [])
             md = assemble(doc, executed, fmt, opts, figures)
             meta_file = _metadata_file(res.meta, fmt, staging, project)
             # pandoc resolves relative links against the real output folder
@@ -470,7 +562,8 @@ def render_document(project: Project, path: Path, *, use_cache: bool = True) -> 
                 static = project.root / "figures"
                 if static.exists() and not (staging / "figures").exists():
                     shutil.copytree(static, staging / "figures")  # `../../figures/x.svg` resolves
-                compile_typst(doc, typ, stage_dir / out_name, root=staging)
+                compile_typst(doc, typ, stage_dir / out_name, root=staging,
+                              timestamp=source_date_epoch(doc.path))
                 typ.unlink()
             elif fmt == "ipynb":
                 (stage_dir / out_name).write_text(_finish_notebook(run_pandoc(doc, md, args, stage_dir),
@@ -500,14 +593,14 @@ def _copy_tree(src: Path, dst: Path) -> None:
 
 
 def install_site_libs(project: Project) -> None:
-    """reveal.js 5 and KaTeX from node_modules, the course's CSS from slides/ and templates/."""
+    """reveal.js 5 and KaTeX from node_modules; the course's stylesheets compiled from its SCSS themes."""
     libs = project.output_dir / "site_libs"
-    nm = project.root / "node_modules"
-    if not nm.exists():  # a project inside the course repository (e.g. a test fixture)
-        nm = HERE.parents[1] / "node_modules"
+    nm = _node_modules(project)
     stamp = libs / ".stamp"
-    sources = [nm / "reveal.js" / "package.json", nm / "katex" / "package.json"]
-    sources += sorted((project.root / "slides").glob("*.scss")) + sorted(TEMPLATES.glob("*.css"))
+    formats = _format_dict(project.config.get("format"))
+    themes = [formats[f].get("theme") for f in ("revealjs", "html") if f in formats]
+    sources = [nm / "reveal.js" / "package.json", nm / "katex" / "package.json", nm / "sass" / "package.json"]
+    sources += [project.root / f for th in themes for f in _theme_files(th)] + sorted(TEMPLATES.glob("*.css"))
     key = json.dumps([[str(p), p.stat().st_mtime_ns] for p in sources if p.exists()])
     if stamp.exists() and stamp.read_text() == key:
         return
@@ -520,11 +613,19 @@ def install_site_libs(project: Project) -> None:
     _copy_tree(nm / "katex" / "dist" / "fonts", katex / "fonts")
     course = libs / "course"
     course.mkdir(parents=True, exist_ok=True)
-    for scss in (project.root / "slides").glob("*.scss"):
-        shutil.copy2(scss, course / f"{scss.stem}.css")
+    for theme in themes:
+        name = theme_css_name(theme)
+        if name:
+            _write_atomic(course / name, compile_theme(project, theme))
     for css in TEMPLATES.glob("*.css"):
         shutil.copy2(css, course / css.name)
     stamp.write_text(key)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def install_static_figures(project: Project) -> None:

@@ -70,6 +70,15 @@ class Cell:
     def where(self) -> str:
         return f"{self.path}:{self.line}"
 
+    def code_line(self, k: int) -> tuple[Path, int]:
+        """File and line of the ``k``-th line (1-based) of a code cell's source."""
+        n_code = len(self.source.splitlines())
+        first = len(self.origins) - 1 - n_code  # after the opening fence and the #| options
+        if self.kind == "code" and 1 <= k <= n_code and 0 < first < len(self.origins):
+            origin = self.origins[first + k - 1]
+            return origin.path, origin.lineno
+        return self.path, self.line
+
 
 @dataclass
 class Document:
@@ -90,9 +99,16 @@ def _expand_includes(path: Path, seen: tuple[Path, ...] = ()) -> list[Line]:
     if path in seen:
         raise BuildError(seen[-1], 1, f"include cycle through {path}")
     try:
-        raw = path.read_text(encoding="utf-8").splitlines()
+        data = path.read_bytes()
     except FileNotFoundError:
         raise BuildError(path, 1, "file not found") from None
+    try:
+        raw = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        column = exc.start - data.rfind(b"\n", 0, exc.start)
+        raise BuildError(path, line, f"not UTF-8: byte 0x{data[exc.start]:02x} at column {column}; "
+                                     "save the file as UTF-8") from None
     out: list[Line] = []
     for i, text in enumerate(raw, start=1):
         m = INCLUDE.match(text)
