@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from .errors import BuildError
+from .freezer import refresh_freezer
 from .render import Project, install_site_libs, install_static_figures, render_document
 
 
@@ -66,13 +67,15 @@ def render_without_quarto(project: Project, paths: list[str], *, use_cache: bool
     return 0
 
 
-def check_weeks(project: Project, paths: list[str], *, use_cache: bool) -> int:
-    """Render the given weeks, then run the deck, handout and notebook checks on them."""
+def check_weeks(project: Project, paths: list[str], *, use_cache: bool, render: bool = True) -> int:
+    """Render the given weeks (unless ``render`` is false: then check what is in the output
+    folder, e.g. Quarto's output), then run the deck, handout and notebook checks on them."""
     from .inspect_deck import browser_missing, figure_problems, inspect_decks
     from .inspect_notebook import execution_problems, structure_problems
     from .inspect_pdf import inspect_pdf, tools_missing
 
-    render_without_quarto(project, paths, use_cache=use_cache)
+    if render:
+        render_without_quarto(project, paths, use_cache=use_cache)
     folders = sorted({s.parent for s in _select(project, paths)
                       if (s.parent / "lecture.qmd").exists() or (s.parent / "lab.qmd").exists()})
     checks = project.output_dir / "checks"
@@ -113,6 +116,40 @@ def check_weeks(project: Project, paths: list[str], *, use_cache: bool) -> int:
     return 1 if problems else 0
 
 
+def quarto_environment() -> dict[str, str]:
+    """The environment for Quarto: this Python (the project's virtual environment) for the
+    Jupyter engine, and its ``bin`` first on PATH. Quarto takes its Python from
+    ``QUARTO_PYTHON``, else ``python3`` on PATH, and never looks for a ``.venv``
+    (quarto-cli src/core/jupyter/capabilities.ts)."""
+    env = dict(os.environ)
+    env["QUARTO_PYTHON"] = sys.executable
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def render_with_quarto(project: Project, quarto: str, paths: list[str], *, use_cache: bool) -> int:
+    """``quarto render`` with the project's Python; stale frozen results are dropped first.
+
+    Quarto's ``freeze: auto`` re-executes a source only when the source itself changed, and
+    ``--cache-refresh`` does not bypass the freezer (quarto-cli src/command/render/freeze.ts).
+    So the frozen results of every source whose code dependencies changed (the week's
+    module, the shared library, the palette) are removed before Quarto runs, and with
+    ``--no-cache`` those of every selected source (``freezer.refresh_freezer``; the
+    project's pre-render script does the same for a plain ``quarto render``).
+    """
+    sources = _select(project, paths)
+    dropped = refresh_freezer(project, sources, force=not use_cache)
+    if dropped:
+        print(f"re-executing {len(dropped)} sources whose code changed: "
+              + ", ".join(str(d.relative_to(project.root)) for d in dropped), flush=True)
+    print(f"rendering with {quarto}", flush=True)
+    cmd = [quarto, "render", *paths]
+    if not use_cache:
+        cmd.append("--cache-refresh")
+    status = subprocess.call(cmd, cwd=project.root, env=quarto_environment())
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="coursebuild", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -129,23 +166,25 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("paths", nargs="+", help="week folders or sources")
     c.add_argument("--project", default=".", help="project root (default: .)")
     c.add_argument("--no-cache", action="store_true", help="re-execute every source")
+    i = sub.add_parser("inspect", help="run the deck, handout and notebook checks on what is already rendered "
+                                       "(e.g. by quarto render), without rendering")
+    i.add_argument("paths", nargs="*", help="week folders (default: every week)")
+    i.add_argument("--project", default=".", help="project root (default: .)")
     args = parser.parse_args(argv)
 
     try:
         project = Project.load(args.project)
         if args.command == "check":
             return check_weeks(project, args.paths, use_cache=not args.no_cache)
+        if args.command == "inspect":
+            return check_weeks(project, args.paths, use_cache=True, render=False)
         beside = Path(sys.executable).parent / "quarto"  # quarto-cli installed into the venv
         quarto = shutil.which("quarto") or (str(beside) if beside.exists() else None)
         if args.quarto and not quarto:
             print("coursebuild: --quarto given but quarto is not on PATH", file=sys.stderr)
             return 2
         if quarto and not args.quarto_free:
-            print(f"rendering with {quarto}", flush=True)
-            cmd = [quarto, "render", *args.paths]
-            if args.no_cache:
-                cmd.append("--cache-refresh")
-            return subprocess.call(cmd, cwd=project.root)
+            return render_with_quarto(project, quarto, args.paths, use_cache=not args.no_cache)
         return render_without_quarto(project, args.paths, use_cache=not args.no_cache)
     except BuildError as exc:
         try:

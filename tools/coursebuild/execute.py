@@ -184,7 +184,7 @@ def package_hash(files: list[Path], root: Path) -> str:
     """Hash of the Python files the cells depend on (names relative to ``root``, and bytes)."""
     h = hashlib.sha256()
     for f in sorted(files):
-        h.update(str(f.resolve().relative_to(root.resolve())).encode())
+        h.update(os.path.relpath(os.path.abspath(f), os.path.abspath(root)).encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:16]
 

@@ -11,6 +11,7 @@
 * nearly empty pages: fewer than ``MIN_WORDS`` words *and* less than
   ``MIN_INK`` of the page inked (rendered with ``pdftoppm``), so a page that
   holds only a figure is fine;
+* a running header whose two halves touch (``header_collisions``);
 * figures without a caption: every "Figure N" the text refers to must have a
   caption "Figure N:" (Typst's figure caption), and the captions must be
   numbered 1, 2, 3, …
@@ -117,6 +118,37 @@ def ink(png: Path) -> float:
     return sum(hist[:200]) / max(sum(hist), 1)
 
 
+HEADER_BAND = 0.08  # the running header lies in the top 8 % of the page (A4: 67 pt; the margin is 65 pt)
+
+
+def header_collisions(pdf: Path) -> dict[int, str]:
+    """Pages whose running header has its two halves colliding, with the header's text.
+
+    The header puts the course on the left and the lecture on the right with an
+    elastic gap between them (``h(1fr)``). A header that runs from the left edge
+    of the text to its right edge must keep a gap of at least ``2 em`` between two
+    of its words; without one the halves touch ("...MechanicsWeek 6").
+    Words and their boxes come from ``pdftotext -bbox``.
+    """
+    xml = _run("pdftotext", "-bbox", str(pdf), "-")
+    found = {}
+    for k, page in enumerate(re.findall(r"<page (.*?)</page>", xml, re.S), 1):
+        height = float(re.search(r'height="([\d.]+)"', page).group(1))
+        words = [(float(a), float(b), float(c), float(d), w) for a, b, c, d, w in re.findall(
+            r'<word xMin="([\d.]+)" yMin="([\d.]+)" xMax="([\d.]+)" yMax="([\d.]+)">(.*?)</word>', page)]
+        body = [w for w in words if w[1] > HEADER_BAND * height]
+        head = sorted((w for w in words if w[3] < HEADER_BAND * height), key=lambda w: w[0])
+        if len(head) < 2 or not body:
+            continue
+        left, right = min(w[0] for w in body), max(w[2] for w in body)
+        size = max(w[3] - w[1] for w in head)
+        spans = head[0][0] <= left + size and head[-1][2] >= right - size
+        gaps = [b[0] - a[2] for a, b in zip(head, head[1:])]
+        if spans and max(gaps) < 2 * size:
+            found[k] = " ".join(w[4] for w in head)
+    return found
+
+
 def inspect_pdf(pdf: Path, out_dir: Path | None = None, *, dpi: int = 40) -> PdfReport:
     """Check one PDF; with ``out_dir``, write ``page-NN.png`` and ``contact.png`` there."""
     why = tools_missing()
@@ -130,6 +162,7 @@ def inspect_pdf(pdf: Path, out_dir: Path | None = None, *, dpi: int = 40) -> Pdf
     rep.problems += [f"font not embedded: {f['name']} ({f['type']})" for f in rep.fonts if not f["embedded"]]
     texts = _run("pdftotext", "-layout", str(pdf), "-").split("\f")
     rep.problems += figure_caption_problems("\n".join(texts))
+    collisions = header_collisions(pdf)
     with tempfile.TemporaryDirectory(prefix="coursebuild-pdf-") as tmp:
         pages_dir = Path(out_dir) if out_dir is not None else Path(tmp)
         pages_dir.mkdir(parents=True, exist_ok=True)
@@ -145,6 +178,8 @@ def inspect_pdf(pdf: Path, out_dir: Path | None = None, *, dpi: int = 40) -> Pdf
             text = texts[k - 1] if k - 1 < len(texts) else ""
             page = Page(k, len(re.findall(r"\w\w+", text)), round(ink(pngs[k - 1]), 4) if k <= len(pngs) else 0.0)
             page.problems += markup_problems(text)
+            if k in collisions:
+                page.problems.append(f"running header halves collide: {collisions[k]!r}")
             if page.words < MIN_WORDS and page.ink < MIN_INK:
                 page.problems.append(f"nearly empty page ({page.words} words, {page.ink:.1%} ink)")
             rep.pages.append(page)

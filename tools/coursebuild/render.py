@@ -606,11 +606,7 @@ def install_site_libs(project: Project) -> None:
         return
     for part in ("dist", "plugin"):
         _copy_tree(nm / "reveal.js" / part, libs / "revealjs" / part)
-    katex = libs / "katex"
-    katex.mkdir(parents=True, exist_ok=True)
-    for f in ("katex.min.js", "katex.min.css"):
-        shutil.copy2(nm / "katex" / "dist" / f, katex / f)
-    _copy_tree(nm / "katex" / "dist" / "fonts", katex / "fonts")
+    install_katex(project)
     course = libs / "course"
     course.mkdir(parents=True, exist_ok=True)
     for theme in themes:
@@ -620,6 +616,17 @@ def install_site_libs(project: Project) -> None:
     for css in TEMPLATES.glob("*.css"):
         shutil.copy2(css, course / css.name)
     stamp.write_text(key)
+
+
+def install_katex(project: Project) -> None:
+    """KaTeX (from node_modules) in ``site_libs/katex/``, where the pages' math method points, so
+    that math renders with no network (the HTML format's ``html-math-method`` url in _quarto.yml)."""
+    nm = _node_modules(project)
+    katex = project.output_dir / "site_libs" / "katex"
+    katex.mkdir(parents=True, exist_ok=True)
+    for f in ("katex.min.js", "katex.min.css"):
+        shutil.copy2(nm / "katex" / "dist" / f, katex / f)
+    _copy_tree(nm / "katex" / "dist" / "fonts", katex / "fonts")
 
 
 def _write_atomic(path: Path, text: str) -> None:
