@@ -25,9 +25,9 @@ def test_fit_matches_closed_form_gradient_descent():
     # GD on 1/2 x^T A x: x_t = (I - eta A)^t x_0 exactly (up to float32 rounding)
     a = jnp.diag(jnp.array([1.0, 0.3, 0.05]))
     x0 = jnp.array([1.0, -2.0, 3.0])
-    eta, steps = 0.5, 40
-    params, losses = train.fit(quadratic(a), x0, optax.sgd(eta), None, steps=steps, log_every=4)
-    expected = jnp.linalg.matrix_power(jnp.eye(3) - eta * a, steps) @ x0
+    lr, steps = 0.5, 40
+    params, losses = train.fit(quadratic(a), x0, optax.sgd(lr), None, steps=steps, record_every=4)
+    expected = jnp.linalg.matrix_power(jnp.eye(3) - lr * a, steps) @ x0
     np.testing.assert_allclose(params, expected, rtol=1e-5)
     assert losses.shape == (steps // 4,)
     np.testing.assert_allclose(losses[0], quadratic(a)(x0, None), rtol=1e-6)
@@ -35,7 +35,7 @@ def test_fit_matches_closed_form_gradient_descent():
 
 def test_fit_rejects_partial_logging_block():
     with pytest.raises(ValueError):
-        train.fit(quadratic(jnp.eye(2)), jnp.ones(2), optax.sgd(0.1), None, steps=10, log_every=3)
+        train.fit(quadratic(jnp.eye(2)), jnp.ones(2), optax.sgd(0.1), None, steps=10, record_every=3)
 
 
 def test_fit_vmaps_over_seeds(key):

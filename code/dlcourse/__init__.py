@@ -7,7 +7,8 @@ Modules:
     train: optax training loops (``jit``, ``lax.scan``; ``vmap`` over seeds
         outside), including ``trajectory`` with ``record_every``.
     linalg: Hessian-vector products and power iteration.
-    mlp: fully connected networks in standard and NTK parametrization.
+    mlp: fully connected networks in standard and NTK parametrization,
+        initialized per layer (``init_mlp``) or from one draw (``init_mlp_one_draw``).
     ntk: the analytic (arc-cosine) and empirical neural tangent kernels.
     metrics: errors, accuracies, power-law fits with standard errors.
     ledger: ``verify``, a verified result checked while the lecture renders.
@@ -36,6 +37,10 @@ Naming convention, all weeks:
         defaults at lecture size; the tests call it at small size. Results are
         ``NamedTuple``s named ``...Result``.
     plot_<name>(result, ax) -> ax: the figure of an experiment.
+    Figure captions end with the function that made the figure, linked to the
+        week's code page: ``Code: [`module.plot_name`](code.qmd#plot_name).``
+        (checked by ``tests/test_captions.py``; the handout and the notebook
+        show the name without the link).
 """
 
 __version__ = "2026.1"

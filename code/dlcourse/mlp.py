@@ -54,6 +54,49 @@ def init_mlp(
     return params
 
 
+
+def n_params(widths: Sequence[int]) -> int:
+    """Number of parameters ``P = sum_l (n_{l-1} + 1) n_l`` of an MLP with layer widths ``widths``."""
+    return sum(fo * fi + fo for fi, fo in zip(widths[:-1], widths[1:]))
+
+
+def params_from_flat(widths: Sequence[int], z: jax.Array) -> Params:
+    """Cut the first ``n_params(widths)`` entries of a flat vector ``z`` into ``(W, b)`` layers.
+
+    The layout is ``W_1, b_1, W_2, b_2, ...`` (row-major). With ``z`` i.i.d.
+    ``N(0, 1)`` any prefix is i.i.d. ``N(0, 1)``, so one vector of a fixed shape
+    serves several widths.
+    """
+    params, start = [], 0
+    for fi, fo in zip(widths[:-1], widths[1:]):
+        w = z[start : start + fo * fi].reshape(fo, fi)
+        b = z[start + fo * fi : start + fo * fi + fo]
+        params.append((w, b))
+        start += fo * fi + fo
+    return params
+
+
+def init_mlp_one_draw(
+    widths: Sequence[int],
+    *,
+    key: jax.Array,
+    sigma_w: float = 2.0**0.5,
+    sigma_b: float = 0.0,
+    parametrization: str = "standard",
+) -> Params:
+    """``init_mlp``'s distribution from ONE call to ``jax.random.normal``.
+
+    Same distribution and layout as ``init_mlp`` (not the same numbers): one
+    random-number program to compile instead of ``2 L``, which dominates the cost
+    of small CPU experiments that compile one program per width or depth.
+    """
+    if parametrization not in ("standard", "ntk"):
+        raise ValueError(f"unknown parametrization {parametrization!r}")
+    params = params_from_flat(widths, jax.random.normal(key, (n_params(widths),)))
+    if parametrization == "ntk":
+        return params
+    return [(sigma_w / jnp.sqrt(w.shape[1]) * w, sigma_b * b) for w, b in params]
+
 def apply_mlp(
     params: Params,
     x: jax.Array,

@@ -53,7 +53,7 @@ def fit(
     data,
     *,
     steps: int,
-    log_every: int = 1,
+    record_every: int = 1,
 ) -> tuple[PyTree, jax.Array]:
     """Full-batch training for ``steps`` steps.
 
@@ -62,25 +62,25 @@ def fit(
         params: initial parameters.
         optimizer: an optax gradient transformation.
         data: the whole training set, passed to ``loss_fn`` at every step.
-        steps: number of optimizer steps (a multiple of ``log_every``).
-        log_every: record the loss every ``log_every`` steps.
+        steps: number of optimizer steps (a multiple of ``record_every``).
+        record_every: record the loss every ``record_every`` steps.
 
     Returns:
-        Final parameters and the recorded losses, shape ``(steps // log_every,)``;
-        entry ``k`` is the loss before step ``k * log_every``.
+        Final parameters and the recorded losses, shape ``(steps // record_every,)``;
+        entry ``k`` is the loss before step ``k * record_every``.
     """
-    if steps % log_every:
-        raise ValueError(f"steps={steps} is not a multiple of log_every={log_every}")
+    if steps % record_every:
+        raise ValueError(f"steps={steps} is not a multiple of record_every={record_every}")
     step = make_step(loss_fn, optimizer)
 
     def block(state, _):
         def inner(s, _):
             return step(s, data)
 
-        state, losses = jax.lax.scan(inner, state, None, length=log_every)
+        state, losses = jax.lax.scan(inner, state, None, length=record_every)
         return state, losses[0]
 
-    state, losses = jax.lax.scan(block, init_state(params, optimizer), None, length=steps // log_every)
+    state, losses = jax.lax.scan(block, init_state(params, optimizer), None, length=steps // record_every)
     return state.params, losses
 
 

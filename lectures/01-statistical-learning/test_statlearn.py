@@ -110,7 +110,7 @@ def test_gradient_descent_from_zero_finds_the_min_norm_interpolant(key):
     # step 1/L with L = largest eigenvalue of X^T X / n; 3000 steps: the smallest
     # eigenvalue of X X^T / n is ~ (sqrt(15) - sqrt(6))^2 / 6 ~ 0.34 of L's ~ 5: error e^{-200}
     lmax = float(jnp.linalg.eigvalsh(x.T @ x / 6)[-1])
-    b, _ = train.fit(loss, jnp.zeros(15), optax.sgd(1.0 / lmax), (x, y), steps=3000, log_every=3000)
+    b, _ = train.fit(loss, jnp.zeros(15), optax.sgd(1.0 / lmax), (x, y), steps=3000, record_every=3000)
     np.testing.assert_allclose(b, w.min_norm_solution(x, y), rtol=1e-3, atol=1e-4)
 
 

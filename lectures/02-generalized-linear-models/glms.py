@@ -201,7 +201,7 @@ def newton_error_map(f: Callable[[Array], Array], theta_star: Array, e: Array) -
     return 0.5 * jnp.linalg.solve(jax.hessian(f)(theta_star), t_ee)
 
 
-def gd_linear_rate(hessian_eigenvalues, step_size: float) -> float:
+def gd_linear_rate(hessian_eigenvalues, lr: float) -> float:
     """Asymptotic rate of gradient descent near a minimum: ``rho = max_i |1 - eta h_i|``.
 
     ``||theta_{k+1} - theta*|| ~ rho ||theta_k - theta*||`` once the iterates are
@@ -209,7 +209,7 @@ def gd_linear_rate(hessian_eigenvalues, step_size: float) -> float:
     ``1 - 1/kappa``, ``kappa = h_max / h_min``.
     """
     h = np.asarray(hessian_eigenvalues, dtype=float)
-    return float(np.max(np.abs(1.0 - step_size * h)))
+    return float(np.max(np.abs(1.0 - lr * h)))
 
 
 def convergence_orders(errors) -> np.ndarray:
@@ -322,7 +322,7 @@ class ConvergenceResult(NamedTuple):
     newton_predicted: np.ndarray  # (newton_steps,): ||(1/2) H^-1 T[e_k, e_k]||, predicts e_{k+1}
     gd_rate: float  # measured
     gd_rate_theory: float  # max |1 - eta h_i|
-    step_size: float
+    lr: float
     hessian_eigenvalues: np.ndarray
     kappa: float
 
@@ -344,9 +344,9 @@ def _newton_vs_gd(key, cond, lam, *, n, d, gd_steps, newton_steps):
         return glm_loss(theta, x, y, family=BERNOULLI, lam=lam)
 
     h = jnp.linalg.eigvalsh(jax.hessian(f)(theta_star))
-    step_size = 1.0 / (jnp.linalg.eigvalsh(x.T @ x / n)[-1] / 4 + lam)
+    lr = 1.0 / (jnp.linalg.eigvalsh(x.T @ x / n)[-1] / 4 + lam)
     gd_params, gd = train.trajectory(
-        lambda p, batch: f(p), jnp.zeros(d, x.dtype), optax.sgd(step_size), None,
+        lambda p, batch: f(p), jnp.zeros(d, x.dtype), optax.sgd(lr), None,
         steps=gd_steps, observe=lambda p: p,
     )
     gd = jnp.concatenate([gd, gd_params[None]])
@@ -355,7 +355,7 @@ def _newton_vs_gd(key, cond, lam, *, n, d, gd_steps, newton_steps):
     predicted = jax.vmap(lambda e: newton_error_map(f, theta_star, e))(errors[:-1])
     return (
         jnp.linalg.norm(gd - theta_star[None, :], axis=1), jnp.linalg.norm(errors, axis=1),
-        jnp.linalg.norm(predicted, axis=1), h, step_size,
+        jnp.linalg.norm(predicted, axis=1), h, lr,
     )
 
 
@@ -392,14 +392,14 @@ def run_newton_vs_gd(
     """
     with jax.enable_x64(True):
         out = _newton_vs_gd(key, cond, lam, n=n, d=d, gd_steps=gd_steps, newton_steps=newton_steps)
-        gd_error, newton_error, predicted, h, step_size = (np.asarray(o) for o in out)
+        gd_error, newton_error, predicted, h, lr = (np.asarray(o) for o in out)
     return ConvergenceResult(
         gd_error=gd_error,
         newton_error=newton_error,
         newton_predicted=predicted,
         gd_rate=fitted_linear_rate(gd_error, low=1e-12, high=1e-4),
-        gd_rate_theory=gd_linear_rate(h, float(step_size)),
-        step_size=float(step_size),
+        gd_rate_theory=gd_linear_rate(h, float(lr)),
+        lr=float(lr),
         hessian_eigenvalues=h,
         kappa=float(h[-1] / h[0]),
     )
@@ -476,7 +476,7 @@ def separable_data(n: int, *, key: Array, spread: float = 0.6, gap: float = 1.0)
     return x, y
 
 
-def soudry_offset(x, y, svm: SVMResult, *, step_size: float) -> np.ndarray:
+def soudry_offset(x, y, svm: SVMResult, *, lr: float) -> np.ndarray:
     """The finite offset ``w~`` in ``w(t) = w_svm log t + w~ + o(1)``.
 
     For gradient descent ``w <- w - eta grad (1/n) sum_i log(1 + exp(-z_i^T w))``
@@ -487,7 +487,7 @@ def soudry_offset(x, y, svm: SVMResult, *, step_size: float) -> np.ndarray:
     """
     z = np.asarray(y)[:, None] * np.asarray(x)
     s = svm.support
-    rhs = np.log(step_size / (len(z) * svm.alpha[s]))
+    rhs = np.log(lr / (len(z) * svm.alpha[s]))
     return np.linalg.lstsq(z[s], rhs, rcond=None)[0]
 
 
@@ -523,17 +523,17 @@ class ImplicitBiasResult(NamedTuple):
     angle_theory: np.ndarray
     svm: SVMResult
     offset: np.ndarray  # w~
-    step_size: float
+    lr: float
     min_gap: float  # smallest margin of a non-support point, minus one
 
 
 @functools.partial(jax.jit, static_argnames=("steps",))
-def _logistic_gd_path(z, step_size, *, steps: int):
+def _logistic_gd_path(z, lr, *, steps: int):
     def loss(w, z):
         return jnp.mean(jax.nn.softplus(-z @ w))
 
     w, path = train.trajectory(
-        loss, jnp.zeros(z.shape[1], z.dtype), optax.sgd(step_size), z, steps=steps, observe=lambda p: p
+        loss, jnp.zeros(z.shape[1], z.dtype), optax.sgd(lr), z, steps=steps, observe=lambda p: p
     )
     return jnp.concatenate([path, w[None]])
 
@@ -571,19 +571,19 @@ def run_implicit_bias(
     x, y = separable_data(n, key=key, spread=spread, gap=gap)
     svm = hard_margin_svm(x, y)
     z = y[:, None] * x
-    step_size = float(1.0 / (np.linalg.eigvalsh(z.T @ z / n)[-1] / 4))
+    lr = float(1.0 / (np.linalg.eigvalsh(z.T @ z / n)[-1] / 4))
     with jax.enable_x64(True):
-        path = np.asarray(_logistic_gd_path(jnp.asarray(z), step_size, steps=steps))
+        path = np.asarray(_logistic_gd_path(jnp.asarray(z), lr, steps=steps))
     exponents = np.arange(0.0, np.log10(steps) + 1e-9, 1.0 / per_decade)
     t = np.unique(np.append(np.round(10.0**exponents).astype(int), steps))
     w = path[t]
-    offset = soudry_offset(x, y, svm, step_size=step_size)
+    offset = soudry_offset(x, y, svm, lr=lr)
     margins = z @ svm.w
     return ImplicitBiasResult(
         x=x, y=y, t=t, w=w,
         angle=angle_to(w, svm.w),
         angle_theory=implicit_bias_angle_theory(t, svm.w, offset),
-        svm=svm, offset=offset, step_size=step_size,
+        svm=svm, offset=offset, lr=lr,
         min_gap=float(margins[~svm.support].min() - 1.0),
     )
 
@@ -631,8 +631,8 @@ class DigitsResult(NamedTuple):
     n_test: int
 
 
-@functools.partial(jax.jit, static_argnames=("n_train", "steps", "log_every", "learning_rate"))
-def _softmax_digits(x, y, lams, *, key, n_train, steps, log_every, learning_rate):
+@functools.partial(jax.jit, static_argnames=("n_train", "steps", "record_every", "lr"))
+def _softmax_digits(x, y, lams, *, key, n_train, steps, record_every, lr):
     split_key, sub_key = jax.random.split(key)
     (x_tr, y_tr), (x_te, y_te) = data.train_test_split((x, y), key=split_key)
     if n_train is not None:
@@ -640,24 +640,23 @@ def _softmax_digits(x, y, lams, *, key, n_train, steps, log_every, learning_rate
         x_tr, y_tr = x_tr[idx], y_tr[idx]
     mu, sd = x_tr.mean(0, keepdims=True), x_tr.std(0, keepdims=True) + 1e-3
     x_tr, x_te = (x_tr - mu) / sd, (x_te - mu) / sd
-    optimizer = optax.adam(learning_rate)
+    optimizer = optax.adam(lr)
     params0 = (jnp.zeros((x_tr.shape[1], 10)), jnp.zeros(10))
 
     def one(lam):
-        step = train.make_step(lambda p, batch: softmax_loss(p, *batch, lam=lam), optimizer)
-
-        def block(state, _):
-            state, _ = jax.lax.scan(lambda s, _: step(s, (x_tr, y_tr)), state, None, length=log_every)
-            logits = softmax_logits_batch(state.params, x_te)
-            obs = (
-                softmax_loss(state.params, x_tr, y_tr),
+        def observe(params):
+            logits = softmax_logits_batch(params, x_te)
+            return (
+                softmax_loss(params, x_tr, y_tr),
                 jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y_te)),
                 jnp.mean(jnp.argmax(logits, -1) == y_te),
             )
-            return state, obs
 
-        state, obs = jax.lax.scan(block, train.init_state(params0, optimizer), None, length=steps // log_every)
-        return obs, state.params[0]
+        final, obs = train.trajectory(
+            lambda p, batch: softmax_loss(p, *batch, lam=lam), params0, optimizer, (x_tr, y_tr),
+            steps=steps, observe=observe, record_every=record_every, record_last=True,
+        )
+        return jax.tree_util.tree_map(lambda o: o[1:], obs), final[0]  # after steps k * record_every, k >= 1
 
     (tr, te, acc), w = jax.vmap(one)(lams)
     return tr, te, acc, w, x_tr.shape[0], x_te.shape[0]
@@ -669,8 +668,8 @@ def run_softmax_digits(
     lams=(0.0, 1e-4, 1e-3, 1e-2, 1e-1),
     n_train: int | None = None,
     steps: int = 1000,
-    log_every: int = 10,
-    learning_rate: float = 0.05,
+    record_every: int = 10,
+    lr: float = 0.05,
 ) -> DigitsResult:
     """Softmax regression ``p(y = c | x) = softmax(W^T x + b)_c`` on the 8x8 digits, with Adam.
 
@@ -683,9 +682,9 @@ def run_softmax_digits(
         key: randomness for the split and the subsample.
         lams: ridge penalties on ``W``.
         n_train: number of training images (``None``: all 1348).
-        steps: full-batch Adam steps (a multiple of ``log_every``).
-        log_every: record the curves every ``log_every`` steps.
-        learning_rate: Adam's step size.
+        steps: full-batch Adam steps (a multiple of ``record_every``).
+        record_every: record the curves every ``record_every`` steps.
+        lr: Adam's step size.
 
     Returns:
         A ``DigitsResult``.
@@ -693,15 +692,15 @@ def run_softmax_digits(
     References:
         Alpaydin & Kaynak (1998), doi:10.24432/C50P49 (the data).
     """
-    if steps % log_every:
-        raise ValueError(f"steps={steps} is not a multiple of log_every={log_every}")
+    if steps % record_every:
+        raise ValueError(f"steps={steps} is not a multiple of record_every={record_every}")
     x, y = data.digits(standardize=False)
     tr, te, acc, w, n_tr, n_te = _softmax_digits(
         x, y, jnp.asarray(lams, dtype=jnp.float32), key=key, n_train=n_train,
-        steps=steps, log_every=log_every, learning_rate=learning_rate,
+        steps=steps, record_every=record_every, lr=lr,
     )
     return DigitsResult(
-        lams=np.asarray(lams, dtype=float), steps=np.arange(1, steps // log_every + 1) * log_every,
+        lams=np.asarray(lams, dtype=float), steps=np.arange(1, steps // record_every + 1) * record_every,
         train_loss=np.asarray(tr), test_loss=np.asarray(te), test_accuracy=np.asarray(acc),
         weights=np.asarray(w), n_train=int(n_tr), n_test=int(n_te),
     )
@@ -742,11 +741,11 @@ def proximal_gradient(x: Array, y: Array, lam, theta0: Array, *, steps: int, pro
     ``prox = ridge_shrink`` it solves ridge regression.
     """
     n = x.shape[0]
-    step_size = 1.0 / jnp.linalg.eigvalsh(x.T @ x / n)[-1]
+    lr = 1.0 / jnp.linalg.eigvalsh(x.T @ x / n)[-1]
 
     def body(theta, _):
         grad = x.T @ (x @ theta - y) / n
-        return prox(theta - step_size * grad, step_size * lam), None
+        return prox(theta - lr * grad, lr * lam), None
 
     theta, _ = jax.lax.scan(body, theta0, None, length=steps)
     return theta

@@ -29,29 +29,29 @@ import glms as w
 
 
 def test_mean_and_variance_from_log_partition_match_closed_forms():
-    eta = jnp.linspace(-3.0, 2.0, 11)
-    s = jax.nn.sigmoid(eta)
-    np.testing.assert_allclose(w.GAUSSIAN.mean(eta), eta, rtol=1e-6)
-    np.testing.assert_allclose(w.GAUSSIAN.variance(eta), jnp.ones_like(eta), rtol=1e-6)
-    np.testing.assert_allclose(w.BERNOULLI.mean(eta), s, rtol=1e-6)
-    np.testing.assert_allclose(w.BERNOULLI.variance(eta), s * (1 - s), rtol=1e-5)
-    np.testing.assert_allclose(w.POISSON.mean(eta), jnp.exp(eta), rtol=1e-6)
-    np.testing.assert_allclose(w.POISSON.variance(eta), jnp.exp(eta), rtol=1e-6)
+    lr = jnp.linspace(-3.0, 2.0, 11)
+    s = jax.nn.sigmoid(lr)
+    np.testing.assert_allclose(w.GAUSSIAN.mean(lr), lr, rtol=1e-6)
+    np.testing.assert_allclose(w.GAUSSIAN.variance(lr), jnp.ones_like(lr), rtol=1e-6)
+    np.testing.assert_allclose(w.BERNOULLI.mean(lr), s, rtol=1e-6)
+    np.testing.assert_allclose(w.BERNOULLI.variance(lr), s * (1 - s), rtol=1e-5)
+    np.testing.assert_allclose(w.POISSON.mean(lr), jnp.exp(lr), rtol=1e-6)
+    np.testing.assert_allclose(w.POISSON.variance(lr), jnp.exp(lr), rtol=1e-6)
 
 
 def test_log_likelihood_matches_scipy():
     """The canonical form h(y) exp(eta y - b(eta)) is the textbook density."""
-    eta = np.linspace(-1.5, 1.5, 7)
+    lr = np.linspace(-1.5, 1.5, 7)
     y_real = np.linspace(-2.0, 2.0, 7)
     y_bin = np.array([0, 1, 1, 0, 1, 0, 1.0])
     y_cnt = np.array([0, 1, 2, 3, 5, 8, 13.0])
     np.testing.assert_allclose(
-        w.GAUSSIAN.log_likelihood(y_real, eta), scipy.stats.norm.logpdf(y_real, loc=eta), rtol=1e-5)
+        w.GAUSSIAN.log_likelihood(y_real, lr), scipy.stats.norm.logpdf(y_real, loc=lr), rtol=1e-5)
     np.testing.assert_allclose(
-        w.BERNOULLI.log_likelihood(y_bin, eta),
-        scipy.stats.bernoulli.logpmf(y_bin, 1 / (1 + np.exp(-eta))), rtol=1e-5)
+        w.BERNOULLI.log_likelihood(y_bin, lr),
+        scipy.stats.bernoulli.logpmf(y_bin, 1 / (1 + np.exp(-lr))), rtol=1e-5)
     np.testing.assert_allclose(
-        w.POISSON.log_likelihood(y_cnt, eta), scipy.stats.poisson.logpmf(y_cnt, np.exp(eta)), rtol=1e-5)
+        w.POISSON.log_likelihood(y_cnt, lr), scipy.stats.poisson.logpmf(y_cnt, np.exp(lr)), rtol=1e-5)
 
 
 # Each check runs as one jit-compiled function: in eager mode every primitive
@@ -364,8 +364,8 @@ def test_softmax_regression_on_digits():
     training loss goes to zero while the test loss is several times larger
     (over-fitting).
     """
-    r = w.run_softmax_digits(key=jax.random.key(0), lams=(1e-3,), steps=300, log_every=50)
+    r = w.run_softmax_digits(key=jax.random.key(0), lams=(1e-3,), steps=300, record_every=50)
     assert r.test_accuracy[0, -1] >= 0.94
-    small = w.run_softmax_digits(key=jax.random.key(0), lams=(0.0,), n_train=100, steps=300, log_every=50)
+    small = w.run_softmax_digits(key=jax.random.key(0), lams=(0.0,), n_train=100, steps=300, record_every=50)
     assert small.n_train == 100 and small.train_loss[0, -1] < 0.01
     assert small.test_loss[0, -1] > 20 * small.train_loss[0, -1]

@@ -145,7 +145,7 @@ def manual_grad(params: Params, xs: jax.Array, ys: jax.Array, *, activation: str
     return backward(params, cache, (out - ys) / xs.shape[0], activation=activation)
 
 
-class BackpropCheck(NamedTuple):
+class BackpropCheckResult(NamedTuple):
     """Hand-written gradient against ``jax.grad``, layer by layer.
 
     Attributes:
@@ -165,7 +165,7 @@ def run_backprop_check(
     widths: Sequence[int] = (16, 256, 256, 256, 4),
     batch: int = 128,
     activation: str = "tanh",
-) -> BackpropCheck:
+) -> BackpropCheckResult:
     """Compare ``manual_grad`` with ``jax.grad(mse_loss)`` on a random network and batch.
 
     The dtype is JAX's default (float32, or float64 inside ``jax.enable_x64(True)``).
@@ -187,7 +187,7 @@ def run_backprop_check(
     ref = jax.jit(jax.grad(partial(mse_loss, activation=activation)))(params, xs, ys)
     rel_w = [float(metrics.relative_error(m[0], r[0])) for m, r in zip(mine, ref)]
     rel_b = [float(metrics.relative_error(m[1], r[1])) for m, r in zip(mine, ref)]
-    return BackpropCheck(np.array(rel_w), np.array(rel_b), float(jnp.finfo(xs.dtype).eps))
+    return BackpropCheckResult(np.array(rel_w), np.array(rel_b), float(jnp.finfo(xs.dtype).eps))
 
 
 def matmul_flops(widths: Sequence[int], batch: int) -> int:
@@ -220,7 +220,7 @@ def forward_mode_cost_ratio(widths: Sequence[int], batch: int) -> float:
     return 1 + n_params * (2 * f - 2 * batch * widths[0] * widths[1]) / f
 
 
-class BackpropCost(NamedTuple):
+class BackpropCostResult(NamedTuple):
     """XLA flop counts of the loss, its reverse-mode and its forward-mode gradient.
 
     Attributes:
@@ -251,7 +251,7 @@ def run_backprop_cost(
     d: int = 16,
     batch: int = 32,
     forward_mode: bool = True,
-) -> BackpropCost:
+) -> BackpropCostResult:
     """Count the flops of a loss, ``jax.value_and_grad`` and ``jax.jacfwd`` as the width grows.
 
     The programs are compiled from shapes only (``jax.ShapeDtypeStruct``); no
@@ -282,7 +282,7 @@ def run_backprop_cost(
         f2 = _flops(jax.jacfwd(mse_loss), params, xs, ys) if forward_mode else np.nan
         rows.append((n, n_params, f0, f1, f2, reverse_cost_ratio(arch, batch), forward_mode_cost_ratio(arch, batch)))
     cols = [np.array(c) for c in zip(*rows)]
-    return BackpropCost(*cols)
+    return BackpropCostResult(*cols)
 
 
 # ---------------------------------------------------------------------------
@@ -457,7 +457,7 @@ def sample_maurey_net(
     return [(jnp.ones((n_max + 1, 1)), -knots), (out_w[None, :], jnp.array([f0]))]
 
 
-class Approximation(NamedTuple):
+class ApproximationResult(NamedTuple):
     """Approximation error ``||f - f_N||_{L^2[0,1]}`` of width-``N`` ReLU networks.
 
     Attributes:
@@ -499,7 +499,7 @@ def run_approximation(
     fit_from: int = 16,
     center: float = 0.3,
     scale: float = 0.1,
-) -> Approximation:
+) -> ApproximationResult:
     """Approximate the bump ``f`` by one-hidden-layer ReLU networks of width ``N``.
 
     Three constructions per width, errors measured on the network itself
@@ -553,7 +553,7 @@ def run_approximation(
     rms = np.sqrt(mean_sq)
     widths_np = np.array(widths)
     use = widths_np >= fit_from
-    return Approximation(
+    return ApproximationResult(
         widths=widths_np,
         err_uniform=det[:, 0],
         err_optimal=det[:, 1],
@@ -670,7 +670,7 @@ def random_shallow_net(n_units: int, *, key: jax.Array) -> Params:
     return [(w, -w[:, 0] * u), (a, jnp.zeros(1))]
 
 
-class Sawtooth(NamedTuple):
+class SawtoothResult(NamedTuple):
     """Linear pieces of deep narrow (tent) and shallow networks.
 
     Attributes:
@@ -693,7 +693,7 @@ class Sawtooth(NamedTuple):
 
 def run_sawtooth(
     *, key: jax.Array, depths: Sequence[int] = tuple(range(1, 13)), grid_log2: int = 16, n_curves: int = 4
-) -> Sawtooth:
+) -> SawtoothResult:
     """Count the linear pieces of ``T^L`` and of shallow nets with as many units.
 
     Theory: ``T^L`` has ``2^L`` pieces (each piece of ``T^{L-1}`` is mapped onto
@@ -724,7 +724,7 @@ def run_sawtooth(
         (w, b), (a, c) = jax.tree_util.tree_map(lambda t: np.asarray(t[i]), shallow_nets)
         n = 2 * depth  # the first 2L units of an independent random net
         shallow.append(len(linear_pieces([(w[:n], b[:n]), (a[:, :n], c)])) + 1)
-    return Sawtooth(
+    return SawtoothResult(
         depths=np.array(depths),
         pieces_grid=np.array([count_pieces_on_grid(saw[l]) for l in depths]),
         pieces_exact=np.array([len(linear_pieces(tent_net(l))) + 1 for l in depths]),
@@ -747,7 +747,7 @@ def telgarsky_l1_bound(n_pieces, depth: int):
     return np.maximum(0.125 * (1 - (2 * t + 2) / 2.0**depth), 0.0)
 
 
-class ShallowSawtooth(NamedTuple):
+class ShallowSawtoothResult(NamedTuple):
     """Least-squares one-hidden-layer fits of ``T^L``.
 
     Attributes:
@@ -763,7 +763,7 @@ class ShallowSawtooth(NamedTuple):
     depth: int
 
 
-def run_shallow_sawtooth(*, depth: int = 5, max_width: int = 40, n_grid: int = 2**12) -> ShallowSawtooth:
+def run_shallow_sawtooth(*, depth: int = 5, max_width: int = 40, n_grid: int = 2**12) -> ShallowSawtoothResult:
     """Fit ``T^L`` with ``N = 1..max_width`` pieces (uniform knots) and compare with the bound.
 
     All widths are fitted at once with ``vmap``: each knot vector is padded to the
@@ -780,7 +780,7 @@ def run_shallow_sawtooth(*, depth: int = 5, max_width: int = 40, n_grid: int = 2
         return jnp.mean(jnp.abs(eval_piecewise_linear(kn, c, x) - y))
 
     errs = jax.jit(jax.vmap(err))(jnp.asarray(knots))
-    return ShallowSawtooth(widths, np.asarray(errs), telgarsky_l1_bound(widths + 1, depth), depth)
+    return ShallowSawtoothResult(widths, np.asarray(errs), telgarsky_l1_bound(widths + 1, depth), depth)
 
 
 def square_net(m: int) -> Params:
@@ -803,7 +803,7 @@ def square_net(m: int) -> Params:
     return layers
 
 
-class Square(NamedTuple):
+class SquareResult(NamedTuple):
     """Sup-norm error of deep and shallow ReLU approximations of ``x^2`` on ``[0, 1]``.
 
     Attributes:
@@ -821,7 +821,7 @@ class Square(NamedTuple):
     bound_shallow: np.ndarray
 
 
-def run_square(*, depths: Sequence[int] = tuple(range(1, 9)), grid_log2: int = 14) -> Square:
+def run_square(*, depths: Sequence[int] = tuple(range(1, 9)), grid_log2: int = 14) -> SquareResult:
     """Yarotsky's construction against the best shallow network, for ``x^2``.
 
     Deep: ``f_m`` interpolates ``x^2`` at spacing ``h = 2^-m``, so its error
@@ -847,7 +847,7 @@ def run_square(*, depths: Sequence[int] = tuple(range(1, 9)), grid_log2: int = 1
         return jnp.max(jnp.abs(mlp.apply_batch(net, x[:, None])[:, 0] - x**2))
 
     shallow = np.asarray(jax.jit(jax.vmap(shallow_error))(jnp.asarray(widths)))
-    return Square(np.array(depths), deep, widths, shallow, 1 / (8 * (widths + 1.0) ** 2))
+    return SquareResult(np.array(depths), deep, widths, shallow, 1 / (8 * (widths + 1.0) ** 2))
 
 
 # ---------------------------------------------------------------------------
@@ -865,7 +865,7 @@ def gaussian_expectation(g: Callable, q, *, order: int = 64):
     return jnp.sum(weights.reshape(shape) * g(jnp.sqrt(q) * nodes.reshape(shape)), axis=-1)
 
 
-def variance_map(q, *, sigma_w2: float, sigma_b2: float = 0.0, activation: str = "relu"):
+def variance_map(q, *, sigma_w: float, sigma_b: float = 0.0, activation: str = "relu"):
     """The mean-field variance map ``q -> sigma_w^2 E[phi(sqrt(q) z)^2] + sigma_b^2``.
 
     For ReLU, ``E[relu(sqrt(q) z)^2] = q / 2`` (half of a Gaussian second moment),
@@ -879,14 +879,14 @@ def variance_map(q, *, sigma_w2: float, sigma_b2: float = 0.0, activation: str =
     else:
         phi, _ = ACTIVATIONS[activation]
         second = gaussian_expectation(lambda u: phi(u) ** 2, q)
-    return sigma_w2 * second + sigma_b2
+    return sigma_w**2 * second + sigma_b**2
 
 
-def variance_recursion(q1, depth: int, *, sigma_w2, sigma_b2=0.0, activation: str = "relu") -> jax.Array:
+def variance_recursion(q1, depth: int, *, sigma_w, sigma_b=0.0, activation: str = "relu") -> jax.Array:
     """``q_1, ..., q_L`` from ``q_{l+1} = variance_map(q_l)``, ``L = depth``."""
 
     def step(q, _):
-        return variance_map(q, sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=activation), q
+        return variance_map(q, sigma_w=sigma_w, sigma_b=sigma_b, activation=activation), q
 
     _, qs = jax.lax.scan(step, jnp.asarray(q1, dtype=jnp.result_type(float)), None, length=depth)
     return qs
@@ -925,19 +925,19 @@ def preactivation_variances(
     return qs
 
 
-class SignalPropagation(NamedTuple):
+class SignalPropagationResult(NamedTuple):
     """Pre-activation variance through depth: wide random networks vs the recursion.
 
     Attributes:
         layers: ``l = 1..L``.
-        sigma_w2: the weight variances ``sigma_w^2`` (rows).
-        measured: mean over seeds of ``q_l``, shape ``(len(sigma_w2), L)``.
+        sigma_w: the weight scales ``sigma_w`` (rows).
+        measured: mean over seeds of ``q_l``, shape ``(len(sigma_w), L)``.
         sem: its standard error over seeds.
         theory: ``variance_recursion`` from the exact ``q_1``.
     """
 
     layers: np.ndarray
-    sigma_w2: np.ndarray
+    sigma_w: np.ndarray
     measured: np.ndarray
     sem: np.ndarray
     theory: np.ndarray
@@ -946,14 +946,14 @@ class SignalPropagation(NamedTuple):
 def run_signal_propagation(
     *,
     key: jax.Array,
-    sigma_w2: Sequence[float] = (1.6, 2.0, 2.5),
-    sigma_b2: float = 0.0,
+    sigma_w: Sequence[float] = (1.6**0.5, 2.0**0.5, 2.5**0.5),
+    sigma_b: float = 0.0,
     activation: str = "relu",
     width: int = 256,
     depth: int = 20,
     n_inputs: int = 8,
     n_seeds: int = 32,
-) -> SignalPropagation:
+) -> SignalPropagationResult:
     """Measure ``q_l`` on ``n_seeds`` random networks per ``sigma_w^2`` (one ``vmap``).
 
     Inputs have ``||x||^2 = d`` (``d = width``), so ``q_1 = sigma_w^2 + sigma_b^2``.
@@ -964,8 +964,8 @@ def run_signal_propagation(
 
     Args:
         key: randomness of inputs and weights.
-        sigma_w2: weight variances to compare.
-        sigma_b2: bias variance.
+        sigma_w: weight scales to compare (``sigma_w^2`` = 1.6, 2, 2.5 by default).
+        sigma_b: bias scale.
         activation: ``"relu"`` or ``"tanh"``.
         width: ``N``.
         depth: ``L``.
@@ -978,15 +978,15 @@ def run_signal_propagation(
     x_key, net_key = jax.random.split(key)
     xs = jax.random.normal(x_key, (n_inputs, width))
     xs = xs / jnp.linalg.norm(xs, axis=1, keepdims=True) * jnp.sqrt(width)
-    sw = jnp.sqrt(jnp.asarray(sigma_w2, dtype=jnp.result_type(float)))
-    n_sigma = len(sigma_w2)
+    sw = jnp.asarray(sigma_w, dtype=jnp.result_type(float))
+    n_sigma = len(sigma_w)
     keys = jax.random.split(net_key, n_sigma * n_seeds)  # one network per (sigma_w, seed)
     sw_rep = jnp.repeat(sw, n_seeds)
 
-    run = partial(preactivation_variances, width=width, depth=depth, sigma_b=sigma_b2**0.5, activation=activation)
+    run = partial(preactivation_variances, width=width, depth=depth, sigma_b=sigma_b, activation=activation)
     measure = jax.jit(jax.vmap(lambda k, s: run(xs, key=k, sigma_w=s)))
     qs = np.asarray(measure(keys, sw_rep)).reshape(n_sigma, n_seeds, depth)
     mean, sem = metrics.mean_and_sem(qs, axis=1)
-    theory = jax.vmap(lambda s2: variance_recursion(s2 + sigma_b2, depth, sigma_w2=s2, sigma_b2=sigma_b2,
-                                                     activation=activation))(sw**2)
-    return SignalPropagation(np.arange(1, depth + 1), np.asarray(sigma_w2), mean, sem, np.asarray(theory))
+    theory = jax.vmap(lambda s: variance_recursion(s**2 + sigma_b**2, depth, sigma_w=s, sigma_b=sigma_b,
+                                                    activation=activation))(sw)
+    return SignalPropagationResult(np.arange(1, depth + 1), np.asarray(sw), mean, sem, np.asarray(theory))

@@ -235,7 +235,7 @@ def test_yarotsky_square_error_is_four_to_the_minus_m_plus_one():
 
 def test_relu_variance_follows_the_recursion(key):
     res = perceptrons.run_signal_propagation(
-        key=key, sigma_w2=(1.5, 2.0, 2.6), width=128, depth=8, n_inputs=4, n_seeds=32
+        key=key, sigma_w=(1.5**0.5, 2.0**0.5, 2.6**0.5), width=128, depth=8, n_inputs=4, n_seeds=32
     )
     # For ReLU with sigma_b = 0 the mean obeys the recursion exactly at any width
     # (a martingale), so the only error is Monte Carlo: 4 standard errors over 32
@@ -247,7 +247,7 @@ def test_relu_variance_follows_the_recursion(key):
 
 def test_tanh_variance_follows_the_recursion(key):
     res = perceptrons.run_signal_propagation(
-        key=key, sigma_w2=(0.8, 1.5), sigma_b2=0.05, activation="tanh", width=256, depth=8, n_inputs=4, n_seeds=8
+        key=key, sigma_w=(0.8**0.5, 1.5**0.5), sigma_b=0.05**0.5, activation="tanh", width=256, depth=8, n_inputs=4, n_seeds=8
     )
     # For tanh the recursion is exact only as N -> infinity; Jensen gives an
     # O(1/N) bias (~0.4% at N = 256) on top of Monte Carlo error. 5% covers both;
@@ -261,14 +261,14 @@ def test_gaussian_expectation_known_moments():
     np.testing.assert_allclose(perceptrons.gaussian_expectation(lambda u: u**4, q), 3 * q**2, rtol=1e-5)
     # ReLU branch of the variance map against quadrature of relu^2 (kink: loose tolerance)
     quad = perceptrons.gaussian_expectation(lambda u: jax.nn.relu(u) ** 2, q, order=200)
-    np.testing.assert_allclose(perceptrons.variance_map(q, sigma_w2=1.0), quad, rtol=2e-2)
+    np.testing.assert_allclose(perceptrons.variance_map(q, sigma_w=1.0), quad, rtol=2e-2)
 
 
 def test_variance_recursion_regimes():
-    qs = perceptrons.variance_recursion(1.0, 10, sigma_w2=2.0)
+    qs = perceptrons.variance_recursion(1.0, 10, sigma_w=2.0**0.5)
     np.testing.assert_allclose(qs, np.ones(10), rtol=1e-6)
-    qs = perceptrons.variance_recursion(1.0, 10, sigma_w2=1.0)
+    qs = perceptrons.variance_recursion(1.0, 10, sigma_w=1.0)
     np.testing.assert_allclose(qs, 0.5 ** np.arange(10), rtol=1e-5)
     # tanh at sigma_w^2 = 1: q_l ~ 1 / (2 l) (from E tanh^2 = q - 2 q^2 + ...)
-    qs = perceptrons.variance_recursion(1.0, 400, sigma_w2=1.0, activation="tanh")
+    qs = perceptrons.variance_recursion(1.0, 400, sigma_w=1.0, activation="tanh")
     assert float(qs[-1]) * 2 * 400 == pytest.approx(1.0, rel=0.1)

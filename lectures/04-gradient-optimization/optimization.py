@@ -136,6 +136,26 @@ def heavy_ball_iterations_theory(kappa, tol, *, horizon: int = 100_000):
     return np.sum(tail_max > tol, axis=-1).astype(float)
 
 
+def count_iterations(kappa, *, method: str, steps: int, tol: float):
+    """Steps until ``f_t <= tol * f_0`` for one tuned method on ``h = (1/kappa, 1)``, ``theta_0 = (1, 1)``.
+
+    ``method`` is ``"gd"``, ``"heavy_ball"`` or ``"nesterov"``; ``kappa`` may be
+    traced, so ``jax.vmap`` over it compiles once for every condition number.
+    """
+    mu = 1.0 / kappa
+    h = jnp.stack([mu, jnp.ones_like(mu)])
+    if method == "gd":
+        opt = optax.sgd(gd_hyperparams(mu))
+    elif method == "heavy_ball":
+        lr, beta = heavy_ball_hyperparams(mu)  # Polyak's tuning
+        opt = optax.sgd(lr, momentum=beta)
+    else:
+        lr, beta = nesterov_hyperparams(mu)
+        opt = optax.sgd(lr, momentum=beta, nesterov=True)
+    _, losses = train.fit(quadratic_loss, jnp.ones(2), opt, h, steps=steps)
+    return iterations_to_tolerance(losses, tol)
+
+
 class ConditioningResult(NamedTuple):
     """Iterations to relative accuracy ``tol`` versus the condition number."""
 
@@ -176,21 +196,9 @@ def run_conditioning(
         descent, ~1/2 for the momentum methods).
     """
     kappas_arr = jnp.asarray(kappas, dtype=jnp.float32)
-    theta0 = jnp.ones(2)
 
     def count(kappa, method, steps):
-        mu = 1.0 / kappa
-        h = jnp.stack([mu, jnp.ones_like(mu)])
-        if method == "gd":
-            opt = optax.sgd(gd_hyperparams(mu))
-        elif method == "heavy_ball":
-            eta, beta = heavy_ball_hyperparams(mu)
-            opt = optax.sgd(eta, momentum=beta)
-        else:
-            eta, beta = nesterov_hyperparams(mu)
-            opt = optax.sgd(eta, momentum=beta, nesterov=True)
-        _, losses = train.fit(quadratic_loss, theta0, opt, h, steps=steps)
-        return iterations_to_tolerance(losses, tol)
+        return count_iterations(kappa, method=method, steps=steps, tol=tol)
 
     measured = {
         m: np.asarray(jax.jit(jax.vmap(lambda k, m=m, s=s: count(k, m, s)))(kappas_arr), dtype=float)
@@ -232,12 +240,12 @@ def run_optimizer_paths(
     """
     mu = 1.0 / kappa
     h = jnp.array([mu, 1.0])
-    eta_hb, beta_hb = heavy_ball_hyperparams(mu)
-    eta_n, beta_n = nesterov_hyperparams(mu)
+    lr_hb, beta_hb = heavy_ball_hyperparams(mu)
+    lr_n, beta_n = nesterov_hyperparams(mu)
     optimizers = {
         "gradient descent": optax.sgd(gd_hyperparams(mu)),
-        "heavy ball": optax.sgd(eta_hb, momentum=beta_hb),
-        "Nesterov": optax.sgd(eta_n, momentum=beta_n, nesterov=True),
+        "heavy ball": optax.sgd(lr_hb, momentum=beta_hb),
+        "Nesterov": optax.sgd(lr_n, momentum=beta_n, nesterov=True),
         "Adam": optax.adam(0.3),
     }
     start = jnp.asarray(theta0, dtype=jnp.float32)
@@ -255,7 +263,7 @@ def run_optimizer_paths(
 # ---------------------------------------------------------------------------
 
 
-def sgd_stationary_excess_loss(eta, h, noise_var):
+def sgd_stationary_excess_loss(lr, h, noise_var):
     """Exact stationary ``E[f(theta)] - f(theta*)`` of SGD on a quadratic with additive noise.
 
     The update ``theta <- theta - eta (H theta + xi)``, ``xi ~ N(0, Sigma)``, has a
@@ -270,16 +278,16 @@ def sgd_stationary_excess_loss(eta, h, noise_var):
     Valid for ``0 < eta h_i < 2`` (otherwise SGD diverges).
 
     Args:
-        eta: learning rate(s), any shape.
+        lr: learning rate(s), any shape.
         h: Hessian eigenvalues, shape ``(d,)``.
         noise_var: diagonal of ``Sigma`` in the eigenbasis of ``H``, shape ``(d,)``.
     """
-    eta = np.asarray(eta, dtype=float)[..., None]
+    lr = np.asarray(lr, dtype=float)[..., None]
     h, s = np.asarray(h, dtype=float), np.asarray(noise_var, dtype=float)
-    return np.sum(eta * s / (2.0 * (2.0 - eta * h)), axis=-1)
+    return np.sum(lr * s / (2.0 * (2.0 - lr * h)), axis=-1)
 
 
-def sgd_mean_loss(etas, h, noise_var, theta0_sq):
+def sgd_mean_loss(lrs, h, noise_var, theta0_sq):
     """Exact ``E[f(theta_t)] - f*`` under a learning-rate schedule ``etas[t]``.
 
     Per eigendirection the second moment ``v_t = E[theta_i**2]`` obeys
@@ -287,7 +295,7 @@ def sgd_mean_loss(etas, h, noise_var, theta0_sq):
     vanishes because the noise has mean zero); the loss is ``sum_i h_i v_i / 2``.
 
     Args:
-        etas: learning rate at each step, shape ``(T,)``.
+        lrs: learning rate at each step, shape ``(T,)``.
         h, noise_var: eigenvalues of ``H`` and ``Sigma_ii`` in its eigenbasis.
         theta0_sq: squared coordinates of ``theta_0`` in the eigenbasis.
 
@@ -296,10 +304,10 @@ def sgd_mean_loss(etas, h, noise_var, theta0_sq):
     """
     h, s = np.asarray(h, dtype=float), np.asarray(noise_var, dtype=float)
     v = np.asarray(theta0_sq, dtype=float)
-    out = np.empty(len(etas))
-    for t, eta in enumerate(np.asarray(etas, dtype=float)):
+    out = np.empty(len(lrs))
+    for t, lr in enumerate(np.asarray(lrs, dtype=float)):
         out[t] = 0.5 * np.sum(h * v)
-        v = (1.0 - eta * h) ** 2 * v + eta**2 * s
+        v = (1.0 - lr * h) ** 2 * v + lr**2 * s
     return out
 
 
@@ -340,8 +348,8 @@ def _noisy_loss(theta, batch):
     return 0.5 * theta @ hess @ theta + xi @ theta
 
 
-@partial(jax.jit, static_argnames=("chains",))
-def _sgd_chains(hess, chol, table, theta0, key, *, chains):
+@partial(jax.jit, static_argnames=("n_seeds",))
+def _sgd_chains(hess, chol, table, theta0, key, *, n_seeds):
     """Excess loss before every SGD step, for every schedule and chain.
 
     Args:
@@ -349,15 +357,15 @@ def _sgd_chains(hess, chol, table, theta0, key, *, chains):
         table: learning rate at every step for each schedule, shape ``(R, T)``.
         theta0: starting point, shape ``(d,)``.
         key: split into one key per (schedule, chain).
-        chains: independent chains per schedule.
+        n_seeds: independent chains per schedule.
 
     Returns:
         Losses of shape ``(R, chains, T)``; the noise ``xi_t = chol z_t`` is drawn per step.
     """
-    keys = jax.random.split(key, (table.shape[0], chains))
+    keys = jax.random.split(key, (table.shape[0], n_seeds))
 
-    def chain(eta_t, key):
-        opt = optax.sgd(lambda count: eta_t[count])
+    def chain(lr_t, key):
+        opt = optax.sgd(lambda count: lr_t[count])
         step = train.make_step(_noisy_loss, opt)
 
         def body(carry, _):
@@ -369,7 +377,7 @@ def _sgd_chains(hess, chol, table, theta0, key, *, chains):
             return (state, k), loss_clean
 
         carry = (train.init_state(theta0, opt), key)
-        _, losses = jax.lax.scan(body, carry, None, length=eta_t.shape[0])
+        _, losses = jax.lax.scan(body, carry, None, length=lr_t.shape[0])
         return losses
 
     return jax.vmap(jax.vmap(chain, in_axes=(None, 0)))(table, keys)
@@ -378,7 +386,7 @@ def _sgd_chains(hess, chol, table, theta0, key, *, chains):
 class SGDNoiseResult(NamedTuple):
     """Time-averaged stationary excess loss of SGD against the exact formula."""
 
-    etas: np.ndarray
+    lrs: np.ndarray
     measured: np.ndarray  # mean over chains of the time-averaged excess loss
     sem: np.ndarray  # standard error over chains
     theory: np.ndarray  # sgd_stationary_excess_loss
@@ -389,9 +397,9 @@ class SGDNoiseResult(NamedTuple):
 def run_sgd_noise(
     *,
     key: jax.Array,
-    etas=tuple(np.geomspace(0.02, 1.6, 9)),
+    lrs=tuple(np.geomspace(0.02, 1.6, 9)),
     d: int = 10,
-    chains: int = 16,
+    n_seeds: int = 16,
     burn_in: int = 2_000,
     steps: int = 2_000,
 ) -> SGDNoiseResult:
@@ -404,23 +412,23 @@ def run_sgd_noise(
 
     Args:
         key: randomness for the problem and the gradient noise.
-        etas: constant learning rates (``eta * h_max < 2``).
+        lrs: constant learning rates (``lr * h_max < 2``).
         d: dimension.
-        chains: independent chains per learning rate.
+        n_seeds: independent chains per learning rate.
         burn_in, steps: discarded and averaged steps.
     """
     problem_key, noise_key = jax.random.split(key)
     prob = noisy_quadratic(d, key=problem_key)
-    e = np.asarray(etas, dtype=float)
+    e = np.asarray(lrs, dtype=float)
     table = np.repeat(e[:, None], burn_in + steps, axis=1)
     losses = _sgd_chains(
         jnp.asarray(prob.hess, jnp.float32), jnp.asarray(prob.noise_chol, jnp.float32),
-        jnp.asarray(table, jnp.float32), jnp.zeros(d), noise_key, chains=chains,
+        jnp.asarray(table, jnp.float32), jnp.zeros(d), noise_key, n_seeds=n_seeds,
     )
     mean, sem = metrics.mean_and_sem(np.asarray(losses[:, :, burn_in:].mean(axis=2)), axis=1)
     small = e <= np.median(e)  # the linear regime
     return SGDNoiseResult(
-        etas=e,
+        lrs=e,
         measured=mean,
         sem=sem,
         theory=sgd_stationary_excess_loss(e, prob.h, prob.noise_var),
@@ -433,7 +441,7 @@ class ScheduleResult(NamedTuple):
     """Mean excess loss of SGD along several learning-rate schedules."""
 
     t: np.ndarray
-    etas: dict  # name -> learning rate at every step
+    lrs: dict  # name -> learning rate at every step
     measured: dict  # name -> mean over chains, shape (steps,)
     theory: dict  # name -> exact mean (sgd_mean_loss)
     floors: dict  # name -> stationary loss of the final learning rate
@@ -442,9 +450,9 @@ class ScheduleResult(NamedTuple):
 def run_schedules(
     *,
     key: jax.Array,
-    eta: float = 0.5,
+    lr: float = 0.5,
     d: int = 10,
-    chains: int = 32,
+    n_seeds: int = 32,
     steps: int = 3_000,
     theta0_scale: float = 3.0,
 ) -> ScheduleResult:
@@ -456,10 +464,10 @@ def run_schedules(
     exact mean loss comes from ``sgd_mean_loss``.
     """
     schedules = {
-        f"constant $\\eta={eta:g}$": optax.constant_schedule(eta),
-        f"constant $\\eta={eta / 10:g}$": optax.constant_schedule(eta / 10),
-        "step decay": optax.piecewise_constant_schedule(eta, {steps // 3: 0.1, 2 * steps // 3: 0.1}),
-        "cosine decay": optax.cosine_decay_schedule(eta, steps, alpha=1e-3),
+        f"constant $\\eta={lr:g}$": optax.constant_schedule(lr),
+        f"constant $\\eta={lr / 10:g}$": optax.constant_schedule(lr / 10),
+        "step decay": optax.piecewise_constant_schedule(lr, {steps // 3: 0.1, 2 * steps // 3: 0.1}),
+        "cosine decay": optax.cosine_decay_schedule(lr, steps, alpha=1e-3),
     }
     problem_key, noise_key = jax.random.split(key)
     prob = noisy_quadratic(d, key=problem_key)
@@ -468,14 +476,14 @@ def run_schedules(
     theta0 = theta0_scale * np.ones(d) / np.sqrt(d)
     losses = _sgd_chains(
         jnp.asarray(prob.hess, jnp.float32), jnp.asarray(prob.noise_chol, jnp.float32),
-        jnp.asarray(table, jnp.float32), jnp.asarray(theta0, jnp.float32), noise_key, chains=chains,
+        jnp.asarray(table, jnp.float32), jnp.asarray(theta0, jnp.float32), noise_key, n_seeds=n_seeds,
     )
     measured = np.asarray(losses.mean(axis=1))
     theta0_sq = (prob.eigvecs.T @ theta0) ** 2  # second moments in H's eigenbasis
     names = list(schedules)
     return ScheduleResult(
         t=t,
-        etas={n: table[i] for i, n in enumerate(names)},
+        lrs={n: table[i] for i, n in enumerate(names)},
         measured={n: measured[i] for i, n in enumerate(names)},
         theory={n: sgd_mean_loss(table[i], prob.h, prob.noise_var, theta0_sq) for i, n in enumerate(names)},
         floors={
@@ -490,7 +498,7 @@ def run_schedules(
 # ---------------------------------------------------------------------------
 
 
-def modified_loss(f, eta: float):
+def modified_loss(f, lr: float):
     """Barrett & Dherin's modified loss ``f(theta) + (eta / 4) ||grad f(theta)||**2``.
 
     Gradient descent with step ``eta`` follows the gradient flow of this loss
@@ -503,7 +511,7 @@ def modified_loss(f, eta: float):
 
     def f_tilde(theta):
         g = jax.grad(f)(theta)
-        return f(theta) + 0.25 * eta * sum(jnp.vdot(x, x) for x in jax.tree_util.tree_leaves(g))
+        return f(theta) + 0.25 * lr * sum(jnp.vdot(x, x) for x in jax.tree_util.tree_leaves(g))
 
     return f_tilde
 
@@ -520,7 +528,7 @@ def exact_flow(t, q, h, c0):
     return q @ (jnp.exp(-t * h) * c0)
 
 
-def flow_error_theory(eta, h, c0, horizon: float, *, order: int = 1, grid: int = 2001):
+def flow_error_theory(lr, h, c0, horizon: float, *, order: int = 1, grid: int = 2001):
     """Leading-order sup-norm error of gradient descent against a flow on ``[0, horizon]``.
 
     In the eigenbasis of ``H`` (coefficients ``c0`` of ``theta_0``), gradient descent
@@ -537,13 +545,13 @@ def flow_error_theory(eta, h, c0, horizon: float, *, order: int = 1, grid: int =
     h, c0 = np.asarray(h, dtype=float), np.asarray(c0, dtype=float)
     pref = {1: 0.5, 2: 1.0 / 3.0}[order]
     shape = np.sqrt(np.sum((t * h ** (order + 1) * np.exp(-h * t) * c0) ** 2, axis=1)).max()
-    return pref * np.asarray(eta, dtype=float) ** order * shape
+    return pref * np.asarray(lr, dtype=float) ** order * shape
 
 
 class FlowResult(NamedTuple):
     """Distance between gradient descent and the (modified) gradient flow versus eta."""
 
-    etas: np.ndarray
+    lrs: np.ndarray
     error_flow: np.ndarray  # sup_k ||theta_k - exp(-k eta H) theta_0||
     error_modified: np.ndarray  # same against the modified flow
     theory_flow: np.ndarray
@@ -556,7 +564,7 @@ class FlowResult(NamedTuple):
 def run_gradient_flow(
     *,
     key: jax.Array,
-    etas=tuple(np.geomspace(0.01, 0.3, 8)),
+    lrs=tuple(np.geomspace(0.01, 0.3, 8)),
     d: int = 8,
     horizon: float = 4.0,
 ) -> FlowResult:
@@ -577,19 +585,19 @@ def run_gradient_flow(
     theta0 = jnp.asarray(z[d] / np.linalg.norm(z[d]), jnp.float32)
     c0 = q.T @ np.asarray(theta0, dtype=np.float64)  # theta_0 in the eigenbasis
     q32, h32, c32 = (jnp.asarray(a, jnp.float32) for a in (q, h, c0))
-    steps = int(np.ceil(horizon / min(etas)))
+    steps = int(np.ceil(horizon / min(lrs)))
 
-    def errors(eta):
+    def errors(lr):
         def loss(theta, _):
             return 0.5 * theta @ hess @ theta
 
-        opt = optax.sgd(eta)
+        opt = optax.sgd(lr)
         step = train.make_step(loss, opt)
 
         def body(state, k):
-            t = k * eta
+            t = k * lr
             flow = exact_flow(t, q32, h32, c32)  # expm(-t H) theta_0
-            mod = exact_flow(t, q32, h32 + 0.5 * eta * h32**2, c32)  # expm(-t (H + eta H^2 / 2)) theta_0
+            mod = exact_flow(t, q32, h32 + 0.5 * lr * h32**2, c32)  # expm(-t (H + eta H^2 / 2)) theta_0
             inside = t <= horizon * (1 + 1e-6)
             e1 = jnp.where(inside, jnp.linalg.norm(state.params - flow), 0.0)
             e2 = jnp.where(inside, jnp.linalg.norm(state.params - mod), 0.0)
@@ -599,11 +607,11 @@ def run_gradient_flow(
         _, (e1, e2) = jax.lax.scan(body, train.init_state(theta0, opt), jnp.arange(steps + 1))
         return jnp.max(e1), jnp.max(e2)
 
-    e1, e2 = jax.jit(jax.vmap(errors))(jnp.asarray(etas, dtype=jnp.float32))
-    e = np.asarray(etas, dtype=float)
+    e1, e2 = jax.jit(jax.vmap(errors))(jnp.asarray(lrs, dtype=jnp.float32))
+    e = np.asarray(lrs, dtype=float)
     e1, e2 = np.asarray(e1, dtype=float), np.asarray(e2, dtype=float)
     return FlowResult(
-        etas=e,
+        lrs=e,
         error_flow=e1,
         error_modified=e2,
         theory_flow=flow_error_theory(e, h, c0, horizon, order=1),
@@ -658,25 +666,6 @@ def adam_update(grad, state: AdamState, *, lr, b1=0.9, b2=0.999, eps=1e-8):
 # ---------------------------------------------------------------------------
 
 
-def init_mlp_one_draw(widths, *, key: jax.Array, sigma_w: float) -> mlp.Params:
-    """Standard-parametrization MLP weights from ONE Gaussian draw, zero biases.
-
-    Same distribution as ``mlp.init_mlp(widths, key=key, sigma_w=sigma_w,
-    sigma_b=0.0)`` (``W ~ N(0, sigma_w**2 / fan_in)``, ``b = 0``) and the same
-    ``[(W, b), ...]`` layout for ``mlp.apply_mlp``. One draw instead of two per
-    layer: XLA compiles one random-number kernel instead of ``2 L``, which
-    dominates the cost of a CPU experiment this small.
-    """
-    shapes = [(fan_out, fan_in) for fan_in, fan_out in zip(widths[:-1], widths[1:])]
-    sizes = [a * b for a, b in shapes]
-    z = jax.random.normal(key, (sum(sizes),))
-    offsets = np.cumsum([0, *sizes])
-    return [
-        (sigma_w / np.sqrt(shape[1]) * z[lo:hi].reshape(shape), jnp.zeros(shape[0]))
-        for shape, lo, hi in zip(shapes, offsets[:-1], offsets[1:])
-    ]
-
-
 def teacher_data(x: jax.Array, n: int, *, key: jax.Array, widths=(64, 64, 10)):
     """Digits images labelled by a random tanh teacher network.
 
@@ -687,7 +676,7 @@ def teacher_data(x: jax.Array, n: int, *, key: jax.Array, widths=(64, 64, 10)):
     enough for progressive sharpening to show.
     """
     x = x[:n]
-    teacher = init_mlp_one_draw(widths, key=key, sigma_w=1.5)
+    teacher = mlp.init_mlp_one_draw(widths, key=key, sigma_w=1.5)
     y = mlp.apply_batch(teacher, x, activation=jnp.tanh)
     return x, y / jnp.std(y)
 
@@ -702,7 +691,7 @@ def mse_loss(params, batch):
 class EdgeOfStabilityResult(NamedTuple):
     """Sharpness and loss along full-batch gradient descent for several learning rates."""
 
-    etas: np.ndarray
+    lrs: np.ndarray
     t: np.ndarray  # steps at which sharpness and loss are recorded
     sharpness: np.ndarray  # top Hessian eigenvalue, shape (len(etas), len(t))
     loss: np.ndarray  # training loss, same shape
@@ -712,7 +701,7 @@ class EdgeOfStabilityResult(NamedTuple):
 def run_edge_of_stability(
     *,
     key: jax.Array,
-    etas=(0.1, 0.07, 0.02),
+    lrs=(0.1, 0.07, 0.02),
     n: int = 256,
     widths=(64, 32, 32, 32, 10),
     sigma_w: float = 0.7,
@@ -733,7 +722,7 @@ def run_edge_of_stability(
     Args:
         key: randomness for the teacher, the student's initialization and the
             power-iteration starting vectors.
-        etas: learning rates.
+        lrs: learning rates.
         n: number of training examples.
         widths: student layer widths.
         sigma_w: student weight scale (small: low initial sharpness).
@@ -751,11 +740,11 @@ def run_edge_of_stability(
         static_argnames=("n", "widths", "sigma_w", "steps", "every", "power_iters"),
     )
     lams, losses = compute(
-        x, jnp.asarray(etas, dtype=jnp.float32), key=key, n=n, widths=tuple(widths),
+        x, jnp.asarray(lrs, dtype=jnp.float32), key=key, n=n, widths=tuple(widths),
         sigma_w=sigma_w, steps=steps, every=every, power_iters=power_iters,
     )
     return EdgeOfStabilityResult(
-        etas=np.asarray(etas, dtype=float),
+        lrs=np.asarray(lrs, dtype=float),
         t=every * np.arange(steps // every),
         sharpness=np.asarray(lams),
         loss=np.asarray(losses),
@@ -763,18 +752,18 @@ def run_edge_of_stability(
     )
 
 
-def _edge_of_stability(x, etas, *, key, n, widths, sigma_w, steps, every, power_iters):
+def _edge_of_stability(x, lrs, *, key, n, widths, sigma_w, steps, every, power_iters):
     """The whole experiment as one jit-compiled function (one XLA compilation)."""
     teacher_key, init_key, power_key = jax.random.split(key, 3)
     batch = teacher_data(x, n, key=teacher_key)
-    params0 = init_mlp_one_draw(widths, key=init_key, sigma_w=sigma_w)
-    power_keys = jax.random.split(power_key, etas.shape[0])
+    params0 = mlp.init_mlp_one_draw(widths, key=init_key, sigma_w=sigma_w)
+    power_keys = jax.random.split(power_key, lrs.shape[0])
 
     def sharpness(params, k):
         return linalg.top_eigenvalue(lambda p: mse_loss(p, batch), params, key=k, iters=power_iters)
 
-    def run(eta, key):
-        opt = optax.sgd(eta)
+    def run(lr, key):
+        opt = optax.sgd(lr)
         step = train.make_step(mse_loss, opt)
 
         def block(carry, _):
@@ -792,7 +781,7 @@ def _edge_of_stability(x, etas, *, key, n, widths, sigma_w, steps, every, power_
         _, (lams, losses) = jax.lax.scan(block, carry, None, length=steps // every)
         return lams, losses
 
-    lams, losses = jax.vmap(run)(etas, power_keys)
+    lams, losses = jax.vmap(run)(lrs, power_keys)
     return lams, losses
 
 
@@ -844,11 +833,11 @@ def plot_paths(ax, res: PathsResult):
 def plot_sgd_noise(ax, res: SGDNoiseResult):
     """Stationary excess loss versus eta: measured (one SEM), exact (black), linear (dashed)."""
     plotting.theory_vs_experiment(
-        ax, res.etas, res.measured, res.theory, err=res.sem,
+        ax, res.lrs, res.measured, res.theory, err=res.sem,
         label="SGD, time average",
         theory_label=r"exact: $\sum_i \eta\Sigma_{ii}/(2(2-\eta h_i))$",
     )
-    ax.plot(res.etas, res.linear, ls="--", color="0.45", lw=1.8, label=r"$\eta\,\mathrm{tr}\,\Sigma/4$")
+    ax.plot(res.lrs, res.linear, ls="--", color="0.45", lw=1.8, label=r"$\eta\,\mathrm{tr}\,\Sigma/4$")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.legend(loc="upper left")
@@ -874,11 +863,11 @@ def plot_schedules(ax, res: ScheduleResult, *, smooth: int = 25):
 def plot_flow(ax, res: FlowResult):
     """Distance from gradient descent to the gradient flow and to the modified flow versus eta."""
     plotting.theory_vs_experiment(
-        ax, res.etas, res.error_flow, res.theory_flow, color=plotting.PALETTE[0],
+        ax, res.lrs, res.error_flow, res.theory_flow, color=plotting.PALETTE[0],
         label=f"to gradient flow (slope {res.fit_flow.slope:.2f})", theory_label="leading order",
     )
     plotting.theory_vs_experiment(
-        ax, res.etas, res.error_modified, res.theory_modified, color=plotting.PALETTE[1], marker="s",
+        ax, res.lrs, res.error_modified, res.theory_modified, color=plotting.PALETTE[1], marker="s",
         label=f"to modified flow (slope {res.fit_modified.slope:.2f})", theory_label="_nolegend_",
     )
     ax.set_xscale("log")
@@ -890,11 +879,11 @@ def plot_flow(ax, res: FlowResult):
 
 def plot_sharpness(ax, res: EdgeOfStabilityResult):
     """Sharpness along training for each eta, with the stability threshold 2/eta dashed."""
-    for i, (eta, color) in enumerate(zip(res.etas, plotting.PALETTE)):
-        ax.plot(res.t, res.sharpness[i], color=color, lw=2.0, label=rf"$\eta = {eta:g}$")
-        if 2 / eta < 1.2 * res.sharpness.max():
-            ax.axhline(2 / eta, color=color, ls="--", lw=1.5)
-            ax.text(res.t[-1], 2 / eta, rf"$2/\eta = {2 / eta:.3g}$", color=color,
+    for i, (lr, color) in enumerate(zip(res.lrs, plotting.PALETTE)):
+        ax.plot(res.t, res.sharpness[i], color=color, lw=2.0, label=rf"$\eta = {lr:g}$")
+        if 2 / lr < 1.2 * res.sharpness.max():
+            ax.axhline(2 / lr, color=color, ls="--", lw=1.5)
+            ax.text(res.t[-1], 2 / lr, rf"$2/\eta = {2 / lr:.3g}$", color=color,
                     ha="right", va="bottom", fontsize=13)
     ax.legend(loc="lower right")
     ylabel = r"sharpness $\lambda_{\max}(\nabla^2 \widehat{\mathcal{R}}_n)$"
@@ -903,7 +892,7 @@ def plot_sharpness(ax, res: EdgeOfStabilityResult):
 
 def plot_eos_loss(ax, res: EdgeOfStabilityResult):
     """Training loss along training for each eta (log scale)."""
-    for i, (eta, color) in enumerate(zip(res.etas, plotting.PALETTE)):
-        ax.plot(res.t, res.loss[i], color=color, lw=1.8, label=rf"$\eta = {eta:g}$")
+    for i, (lr, color) in enumerate(zip(res.lrs, plotting.PALETTE)):
+        ax.plot(res.t, res.loss[i], color=color, lw=1.8, label=rf"$\eta = {lr:g}$")
     ax.set_yscale("log")
     return plotting.label_axes(ax, r"step $t$", r"training loss $\widehat{\mathcal{R}}_n$")

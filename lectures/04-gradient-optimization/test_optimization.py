@@ -68,8 +68,8 @@ def test_iterations_to_tolerance_counts_last_excursion():
 def test_rates_and_hyperparams():
     kappa = 100.0
     assert optimization.gd_rate(kappa) == pytest.approx(99 / 101)
-    eta, beta = optimization.heavy_ball_hyperparams(1 / kappa)
-    assert float(eta) == pytest.approx(4 / 1.1**2, rel=1e-6)
+    lr, beta = optimization.heavy_ball_hyperparams(1 / kappa)
+    assert float(lr) == pytest.approx(4 / 1.1**2, rel=1e-6)
     assert float(jnp.sqrt(beta)) == pytest.approx(float(optimization.heavy_ball_rate(kappa)), rel=1e-6)
     assert float(optimization.heavy_ball_rate(kappa)) == pytest.approx(9 / 11, rel=1e-6)
 
@@ -78,14 +78,14 @@ def test_heavy_ball_double_root_closed_form():
     # Iterate the scalar recursion by hand and compare with (1 + c t) z**t.
     kappa = 50.0
     s = np.sqrt(kappa)  # Polyak's tuning for [mu, L] = [1/kappa, 1], in float64
-    eta, beta = 4 * kappa / (s + 1) ** 2, ((s - 1) / (s + 1)) ** 2
+    lr, beta = 4 * kappa / (s + 1) ** 2, ((s - 1) / (s + 1)) ** 2
     t = np.arange(60)
     ratio = optimization.heavy_ball_loss_ratio(kappa, t)
     for h, weight in ((1 / kappa, 1 / kappa), (1.0, 1.0)):
-        x_prev, x = 1.0, 1.0 - eta * h
+        x_prev, x = 1.0, 1.0 - lr * h
         xs = [1.0, x]
         for _ in range(58):
-            x_prev, x = x, (1 + beta - eta * h) * x - beta * x_prev
+            x_prev, x = x, (1 + beta - lr * h) * x - beta * x_prev
             xs.append(x)
         if h == 1.0:
             hand_high = np.array(xs) ** 2 * weight
@@ -98,14 +98,14 @@ def test_optax_nesterov_is_textbook_nesterov():
     # optax.sgd(nesterov=True) stores the look-ahead points y_t of
     # x_{t+1} = y_t - eta grad f(y_t), y_{t+1} = x_{t+1} + beta (x_{t+1} - x_t).
     h = jnp.array([0.05, 1.0])
-    eta, beta = 0.9, 0.7
-    opt = optax.sgd(eta, momentum=beta, nesterov=True)
+    lr, beta = 0.9, 0.7
+    opt = optax.sgd(lr, momentum=beta, nesterov=True)
     _, path = train.trajectory(optimization.quadratic_loss, jnp.ones(2), opt, h, steps=20, observe=lambda p: p)
     x_prev = y = np.ones(2)
     textbook = []
     for _ in range(20):
         textbook.append(y)
-        x = y - eta * np.asarray(h) * y
+        x = y - lr * np.asarray(h) * y
         y = x + beta * (x - x_prev)
         x_prev = x
     np.testing.assert_allclose(np.asarray(path), np.array(textbook), rtol=1e-5, atol=1e-6)
@@ -123,7 +123,7 @@ def test_sgd_stationary_loss_matches_lyapunov_solution():
     # below 15% as a guard against a tiny SEM. A factor 2 (eta tr(Sigma)/2, or
     # the (2 - eta h) replaced by 2) is off by many SEM at large eta.
     res = optimization.run_sgd_noise(
-        key=jax.random.key(0), etas=tuple(np.geomspace(0.03, 1.6, 7)), chains=16, burn_in=1_000, steps=1_000
+        key=jax.random.key(0), lrs=tuple(np.geomspace(0.03, 1.6, 7)), n_seeds=16, burn_in=1_000, steps=1_000
     )
     z = (res.measured - res.theory) / res.sem
     assert np.all(np.abs(z) < 4.0), z
@@ -138,17 +138,17 @@ def test_sgd_stationary_loss_matches_lyapunov_solution():
 def test_stationary_formula_expansion():
     # sum eta s / (2 (2 - eta h)) = eta tr(S)/4 + eta**2 sum h s / 8 + O(eta**3).
     h, s = np.array([0.3, 1.0]), np.array([2.0, 0.5])
-    eta = 1e-3
-    exact = optimization.sgd_stationary_excess_loss(eta, h, s)
-    series = eta * s.sum() / 4 + eta**2 * (h * s).sum() / 8
+    lr = 1e-3
+    exact = optimization.sgd_stationary_excess_loss(lr, h, s)
+    series = lr * s.sum() / 4 + lr**2 * (h * s).sum() / 8
     assert exact == pytest.approx(series, rel=1e-6)
 
 
 def test_mean_loss_recursion_reaches_stationary_value():
     h, s = np.array([0.2, 0.7, 1.0]), np.array([1.0, 0.3, 0.2])
-    eta = 0.4
-    losses = optimization.sgd_mean_loss(np.full(400, eta), h, s, np.zeros(3))
-    assert losses[-1] == pytest.approx(float(optimization.sgd_stationary_excess_loss(eta, h, s)), rel=1e-10)
+    lr = 0.4
+    losses = optimization.sgd_mean_loss(np.full(400, lr), h, s, np.zeros(3))
+    assert losses[-1] == pytest.approx(float(optimization.sgd_stationary_excess_loss(lr, h, s)), rel=1e-10)
 
 
 def test_noisy_quadratic_noise_var_is_diagonal_in_eigenbasis():
@@ -162,7 +162,7 @@ def test_schedules_follow_exact_mean_loss():
     # Mean of 16 chains against the exact second-moment recursion, averaged over
     # the last 200 steps of each schedule (where each sits near its final floor):
     # relative SEM of such a window ~ 1/sqrt(16 * 200 * eta h_min) < 10%, so 25%.
-    res = optimization.run_schedules(key=jax.random.key(2), steps=900, chains=16)
+    res = optimization.run_schedules(key=jax.random.key(2), steps=900, n_seeds=16)
     for name in res.measured:
         m, th = res.measured[name][-200:].mean(), res.theory[name][-200:].mean()
         assert m == pytest.approx(th, rel=0.25), name
@@ -179,8 +179,8 @@ def test_schedules_follow_exact_mean_loss():
 
 @pytest.fixture(scope="module")
 def flow():
-    etas = tuple(np.geomspace(0.01, 0.2, 5))
-    return optimization.run_gradient_flow(key=jax.random.key(3), etas=etas, horizon=3.0)
+    lrs = tuple(np.geomspace(0.01, 0.2, 5))
+    return optimization.run_gradient_flow(key=jax.random.key(3), lrs=lrs, horizon=3.0)
 
 
 def test_gd_to_flow_error_is_first_order(flow):
@@ -210,9 +210,9 @@ def test_modified_loss_gradient_on_quadratic():
     def f(theta):
         return 0.5 * theta @ hess @ theta
 
-    theta, eta = jnp.array([0.3, -1.2]), 0.1
-    g = jax.grad(optimization.modified_loss(f, eta))(theta)
-    np.testing.assert_allclose(g, hess @ theta + 0.5 * eta * hess @ hess @ theta, rtol=1e-6)
+    theta, lr = jnp.array([0.3, -1.2]), 0.1
+    g = jax.grad(optimization.modified_loss(f, lr))(theta)
+    np.testing.assert_allclose(g, hess @ theta + 0.5 * lr * hess @ hess @ theta, rtol=1e-6)
 
 
 # ---------------------------------------------------------------------------
@@ -247,19 +247,19 @@ def test_hand_written_adam_matches_optax(key):
 
 @pytest.fixture(scope="module")
 def eos():
-    return optimization.run_edge_of_stability(key=jax.random.key(4), etas=(0.1, 0.07), n=128, steps=600)
+    return optimization.run_edge_of_stability(key=jax.random.key(4), lrs=(0.1, 0.07), n=128, steps=600)
 
 
 def test_progressive_sharpening_then_edge_of_stability(eos):
-    for i, eta in enumerate(eos.etas):
+    for i, lr in enumerate(eos.lrs):
         # Starts well below the stability threshold 2/eta (so the rise is GD's doing) ...
-        assert eos.sharpness[i, 0] < 0.5 * 2 / eta
+        assert eos.sharpness[i, 0] < 0.5 * 2 / lr
         # ... and over the second half of training sits at 2/eta. Cohen et al. report
         # the sharpness hovering at or just above 2/eta; here the median over the
         # window is within 6% of 2/eta (seeds 4-6 give 0.99-1.02) and every
         # measurement within 15% (power iteration with 20 steps under-estimates by
         # a few per cent; the oscillation is ~+-5%). A 1/eta or 4/eta threshold fails.
-        late = eos.sharpness[i, eos.sharpness.shape[1] // 2 :] * eta / 2
+        late = eos.sharpness[i, eos.sharpness.shape[1] // 2 :] * lr / 2
         assert abs(np.median(late) - 1.0) < 0.06, late
         assert np.all(np.abs(late - 1.0) < 0.15), late
     # The training loss still decreases overall (though not monotonically).
@@ -268,7 +268,7 @@ def test_progressive_sharpening_then_edge_of_stability(eos):
 
 def test_init_mlp_one_draw_matches_init_mlp_distribution(key):
     widths = (64, 256, 10)
-    params = optimization.init_mlp_one_draw(widths, key=key, sigma_w=0.7)
+    params = mlp.init_mlp_one_draw(widths, key=key, sigma_w=0.7)
     ref = jax.eval_shape(lambda k: mlp.init_mlp(list(widths), key=k, sigma_w=0.7), jax.random.key(1))
     for (w, b), (w_ref, b_ref) in zip(params, ref):
         assert w.shape == w_ref.shape and b.shape == b_ref.shape
@@ -284,7 +284,7 @@ def test_power_iteration_sharpness_matches_dense_hessian(key):
     data_key, init_key, power_key = jax.random.split(key, 3)
     x = jax.random.normal(data_key, (16, 3))
     batch = (x, jnp.sin(x[:, :2]))
-    params = optimization.init_mlp_one_draw((3, 5, 2), key=init_key, sigma_w=1.0)
+    params = mlp.init_mlp_one_draw((3, 5, 2), key=init_key, sigma_w=1.0)
     flat, unravel = jax.flatten_util.ravel_pytree(params)
     dense = jax.jit(jax.hessian(lambda v: optimization.mse_loss(unravel(v), batch)))(flat)
     eigs = np.linalg.eigvalsh(np.asarray(dense, dtype=np.float64))
@@ -301,8 +301,8 @@ def test_power_iteration_sharpness_matches_dense_hessian(key):
 def test_gd_on_quadratic_is_stable_iff_sharpness_below_two_over_eta():
     # The threshold the edge of stability is measured against: (1 - eta h)^t.
     h = jnp.array([1.0])
-    for eta, stable in ((1.9, True), (2.1, False)):
-        _, losses = train.fit(optimization.quadratic_loss, jnp.ones(1), optax.sgd(eta), h, steps=200)
+    for lr, stable in ((1.9, True), (2.1, False)):
+        _, losses = train.fit(optimization.quadratic_loss, jnp.ones(1), optax.sgd(lr), h, steps=200)
         assert bool(losses[-1] < losses[0]) == stable
 
 

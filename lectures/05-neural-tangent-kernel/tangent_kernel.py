@@ -43,6 +43,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
 import numpy as np
 import optax
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
@@ -97,44 +98,14 @@ def circle_data(
     )
 
 
-def n_params(widths: Sequence[int]) -> int:
-    """Number of parameters ``P = sum_l (n_{l-1} + 1) n_l`` of an MLP with layer widths ``widths``."""
-    return sum(fo * fi + fo for fi, fo in zip(widths[:-1], widths[1:]))
-
-
-def params_from_flat(widths: Sequence[int], z: jax.Array) -> mlp.Params:
-    """Cut the first ``n_params(widths)`` entries of a flat vector ``z`` into ``(W, b)`` layers.
-
-    With ``z`` i.i.d. ``N(0, 1)`` this is a draw from the NTK-parametrization
-    initialization (any sub-vector of i.i.d. normals is i.i.d. normal), which
-    lets one random-number program of a fixed shape serve several widths.
-    """
-    params, start = [], 0
-    for fi, fo in zip(widths[:-1], widths[1:]):
-        w = z[start : start + fo * fi].reshape(fo, fi)
-        b = z[start + fo * fi : start + fo * fi + fo]
-        params.append((w, b))
-        start += fo * fi + fo
-    return params
-
-
 def init_params(widths: Sequence[int], *, key: jax.Array) -> mlp.Params:
-    """Parameters of an MLP in NTK parametrization: every entry i.i.d. ``N(0, 1)``.
+    """Parameters of an MLP in NTK parametrization: every entry i.i.d. ``N(0, 1)``, in one draw.
 
-    The same distribution as ``dlcourse.mlp.init_mlp(widths, parametrization="ntk")``
-    (in NTK parametrization the scales live in the forward pass), drawn in ONE
-    call to ``jax.random.normal`` and cut into layers by ``params_from_flat``:
-    one random-number program to compile instead of ``2 (L + 1)``, which
-    matters when a lecture compiles one program per width.
-
-    Args:
-        widths: ``[d, n_1, ..., n_out]``.
-        key: randomness for all layers.
-
-    Returns:
-        A list of ``(W, b)`` with ``W`` of shape ``(fan_out, fan_in)``.
+    ``dlcourse.mlp.init_mlp_one_draw`` with ``parametrization="ntk"`` (the scales
+    live in the forward pass). Its flat layout (``mlp.params_from_flat``) lets
+    ``run_lazy_training`` cut every width from ONE vector.
     """
-    return params_from_flat(widths, jax.random.normal(key, (n_params(widths),)))
+    return mlp.init_mlp_one_draw(widths, key=key, parametrization="ntk")
 
 
 def network(params: mlp.Params, x: jax.Array, *, sigma_w: float = SIGMA_W, sigma_b: float = SIGMA_B) -> jax.Array:
@@ -142,13 +113,9 @@ def network(params: mlp.Params, x: jax.Array, *, sigma_w: float = SIGMA_W, sigma
     return mlp.apply_mlp(params, x, sigma_w=sigma_w, sigma_b=sigma_b, parametrization="ntk")[0]
 
 
-def _flat(tree) -> jax.Array:
-    return jnp.concatenate([jnp.ravel(a) for a in jax.tree_util.tree_leaves(tree)])
-
-
 def _rel_change(new, old) -> jax.Array:
     """``||new - old|| / ||old||`` over all entries of two pytrees."""
-    return metrics.relative_error(_flat(new), _flat(old))
+    return metrics.relative_error(ravel_pytree(new)[0], ravel_pytree(old)[0])
 
 
 def _seed_stats(values) -> tuple[np.ndarray, np.ndarray]:
@@ -161,12 +128,12 @@ def _seed_stats(values) -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------------------
 
 
-class KernelConvergence(NamedTuple):
+class KernelConvergenceResult(NamedTuple):
     """Empirical vs analytic NTK at initialization, per width.
 
     Attributes:
         widths: hidden widths ``N``, shape ``(W,)``.
-        seeds: number of independent networks per width, shape ``(W,)``.
+        n_seeds: number of independent networks per width, shape ``(W,)``.
         rel_error: mean over seeds of ``||Theta_N - Theta|| / ||Theta||`` (Frobenius
             on the Gram matrix of the inputs), shape ``(W,)``.
         rel_error_sem: its standard error, shape ``(W,)``.
@@ -179,7 +146,7 @@ class KernelConvergence(NamedTuple):
     """
 
     widths: np.ndarray
-    seeds: np.ndarray
+    n_seeds: np.ndarray
     rel_error: np.ndarray
     rel_error_sem: np.ndarray
     fit: metrics.PowerLawFit
@@ -211,7 +178,7 @@ def run_kernel_convergence(
     seeds_times_width: int = 8192,
     min_seeds: int = 4,
     max_seeds: int = 32,
-) -> KernelConvergence:
+) -> KernelConvergenceResult:
     """Relative error of the empirical NTK of ``depth``-hidden-layer ReLU MLPs vs width.
 
     For each width ``N`` (one compiled program), ``seeds_for_width(N)``
@@ -232,7 +199,7 @@ def run_kernel_convergence(
         seeds_times_width, min_seeds, max_seeds: see ``seeds_for_width``.
 
     Returns:
-        ``KernelConvergence``.
+        ``KernelConvergenceResult``.
 
     References:
         Jacot, Gabriel & Hongler (2018), arXiv:1806.07572.
@@ -243,27 +210,27 @@ def run_kernel_convergence(
     x = circle(gamma)
     theory = ntk.relu_ntk(x, depth=depth, sigma_w=sigma_w, sigma_b=sigma_b)
     net_widths = [[2] + [width] * depth + [1] for width in widths]
-    seeds = [
+    n_seeds = [
         seeds_for_width(width, seeds_times_width=seeds_times_width, min_seeds=min_seeds, max_seeds=max_seeds)
         for width in widths
     ]
-    sizes = [s * n_params(w) for s, w in zip(seeds, net_widths)]
+    sizes = [s * mlp.n_params(w) for s, w in zip(n_seeds, net_widths)]
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     # all networks of all widths from ONE block of standard normals (one random-number program),
     # each width reading its own segment: independent draws, one compilation
     z_all = jax.random.normal(key, (int(sum(sizes)),))
 
     def run_width(z, w, s, start):
-        zs = jax.lax.dynamic_slice_in_dim(z, start, s * n_params(w)).reshape(s, n_params(w))
+        zs = jax.lax.dynamic_slice_in_dim(z, start, s * mlp.n_params(w)).reshape(s, mlp.n_params(w))
 
         def sample(zi):
-            emp = ntk.empirical_ntk_mlp(params_from_flat(w, zi), x, sigma_w=sigma_w, sigma_b=sigma_b)
+            emp = ntk.empirical_ntk_mlp(mlp.params_from_flat(w, zi), x, sigma_w=sigma_w, sigma_b=sigma_b)
             return emp, metrics.relative_error(emp, theory)
 
         return jax.vmap(sample)(zs)
 
     errors, kernels = [], []
-    for w, s, start in zip(net_widths, seeds, starts):
+    for w, s, start in zip(net_widths, n_seeds, starts):
         emp, err = jax.jit(lambda z, w=w, s=s, start=int(start): run_width(z, w, s, start))(z_all)
         errors.append(np.asarray(err))
         kernels.append(np.asarray(emp[0]))
@@ -272,8 +239,8 @@ def run_kernel_convergence(
     sem = np.array([s for _, s in stats])
     angle_grid = jnp.linspace(0.0, jnp.pi, 181)
     curve = ntk.relu_ntk(circle(jnp.zeros(1)), circle(angle_grid), depth=depth, sigma_w=sigma_w, sigma_b=sigma_b)[0]
-    return KernelConvergence(
-        widths=np.asarray(widths), seeds=np.asarray(seeds), rel_error=mean, rel_error_sem=sem,
+    return KernelConvergenceResult(
+        widths=np.asarray(widths), n_seeds=np.asarray(n_seeds), rel_error=mean, rel_error_sem=sem,
         fit=metrics.loglog_slope(widths, mean), gamma=np.asarray(gamma), theory=np.asarray(theory),
         kernels=np.stack(kernels), angle_grid=np.asarray(angle_grid), theory_curve=np.asarray(curve),
     )
@@ -405,7 +372,7 @@ def _train_centered(params0, data: CircleData, alpha, *, lr, steps, sigma_w, sig
     )
 
 
-class LazyTraining(NamedTuple):
+class LazyTrainingResult(NamedTuple):
     """How much a one-hidden-layer network changes when trained, per width.
 
     Per-seed means (``*``) and standard errors (``*_sem``), shape ``(W,)``:
@@ -455,17 +422,25 @@ class LazyTraining(NamedTuple):
     steps: int
 
 
+def _kernel_problem(n_train: int, *, lr, sigma_w: float, sigma_b: float):
+    """The circle data, the depth-1 analytic NTK on train and test points, and the step size."""
+    data = circle_data(n_train)
+    k_train = ntk.relu_ntk(data.x_train, depth=1, sigma_w=sigma_w, sigma_b=sigma_b)
+    k_test = ntk.relu_ntk(data.x_test, data.x_train, depth=1, sigma_w=sigma_w, sigma_b=sigma_b)
+    return data, k_train, k_test, default_learning_rate(k_train) if lr is None else lr
+
+
 def run_lazy_training(
     *,
     key: jax.Array,
     widths: Sequence[int] = (16, 64, 256, 1024, 4096),
-    seeds: int = 8,
+    n_seeds: int = 8,
     steps: int = 300,
     lr: float | None = None,
     n_train: int = 16,
     sigma_w: float = SIGMA_W,
     sigma_b: float = SIGMA_B,
-) -> LazyTraining:
+) -> LazyTrainingResult:
     """Train centered one-hidden-layer ReLU networks of growing width by gradient descent.
 
     Full-batch gradient descent (``optax.sgd`` in ``dlcourse.train.fit``) on
@@ -482,7 +457,7 @@ def run_lazy_training(
     Args:
         key: randomness; one key per width.
         widths: hidden widths ``N``.
-        seeds: networks per width.
+        n_seeds: networks per width.
         steps: gradient-descent steps ``T``.
         lr: learning rate; ``None`` means ``default_learning_rate`` (half the
             largest stable step of the infinite-width linearized dynamics).
@@ -490,23 +465,20 @@ def run_lazy_training(
         sigma_w, sigma_b: initialization scales.
 
     Returns:
-        ``LazyTraining``.
+        ``LazyTrainingResult``.
 
     References:
         Jacot, Gabriel & Hongler (2018), arXiv:1806.07572.
         Lee et al. (2019), arXiv:1902.06720.
         Dyer & Gur-Ari (2020), arXiv:1909.11304.
     """
-    data = circle_data(n_train)
-    k_train = ntk.relu_ntk(data.x_train, depth=1, sigma_w=sigma_w, sigma_b=sigma_b)
-    k_test = ntk.relu_ntk(data.x_test, data.x_train, depth=1, sigma_w=sigma_w, sigma_b=sigma_b)
-    lr = default_learning_rate(k_train) if lr is None else lr
+    data, k_train, k_test, lr = _kernel_problem(n_train, lr=lr, sigma_w=sigma_w, sigma_b=sigma_b)
     f_kernel = ntk.kernel_gd_predictions(k_train, k_test, data.y_train, lr=lr, steps=steps)
     width_keys = jax.random.split(key, len(widths))
-    p_max = n_params([2, max(widths), 1])
+    p_max = mlp.n_params([2, max(widths), 1])
 
     def train_width(z, width):
-        params0 = params_from_flat([2, width, 1], z)  # the first P(N) entries of z
+        params0 = mlp.params_from_flat([2, width, 1], z)  # the first P(N) entries of z
         out = _train_centered(params0, data, 1.0, lr=lr, steps=steps, sigma_w=sigma_w, sigma_b=sigma_b)
         out["kernel0_test"] = ntk.empirical_ntk_mlp(params0, data.x_test, data.x_train, sigma_w=sigma_w, sigma_b=sigma_b)
         return out
@@ -525,7 +497,7 @@ def run_lazy_training(
     runs = []
     for width, wkey in zip(widths, width_keys):
         # the same (seeds, P_max) random-number program for every width
-        z = jax.random.normal(wkey, (seeds, p_max))
+        z = jax.random.normal(wkey, (n_seeds, p_max))
         out = jax.jit(jax.vmap(lambda zi, w=width: train_width(zi, w)))(z)
         out.update(compare(out))
         runs.append(jax.tree_util.tree_map(np.asarray, out))
@@ -537,7 +509,7 @@ def run_lazy_training(
     (w, w_se), (h, h_se), (kc, kc_se), (g, g_se), (lg, lg_se), (ig, ig_se) = (stat(s) for s in names)
     widths_arr = np.asarray(widths)
     p_counts = widths_arr * (2 + 2) + 1  # P = N (d + 2) + 1 with d = 2
-    return LazyTraining(
+    return LazyTrainingResult(
         widths=widths_arr,
         weight_change=w, weight_change_sem=w_se,
         feature_change=h, feature_change_sem=h_se,
@@ -570,7 +542,7 @@ def run_lazy_training(
 # ---------------------------------------------------------------------------
 
 
-class OutputScale(NamedTuple):
+class OutputScaleResult(NamedTuple):
     """Training with the output scale ``alpha`` at a fixed width.
 
     ``weight_change``, ``feature_change``, ``kernel_change`` (means over seeds,
@@ -602,13 +574,13 @@ def run_output_scale(
     key: jax.Array,
     alphas: Sequence[float] = tuple(2.0 ** np.arange(-5, 6)),
     width: int = 1024,
-    seeds: int = 4,
+    n_seeds: int = 4,
     steps: int = 300,
     lr: float | None = None,
     n_train: int = 16,
     sigma_w: float = SIGMA_W,
     sigma_b: float = SIGMA_B,
-) -> OutputScale:
+) -> OutputScaleResult:
     """Lazy vs feature learning by the output scale (Chizat, Oyallon & Bach 2019).
 
     The model is ``alpha (f_theta - f_theta0)``, trained by gradient descent on
@@ -627,25 +599,22 @@ def run_output_scale(
         key: randomness for the initializations (shared across ``alphas``).
         alphas: output scales.
         width: hidden width ``N``.
-        seeds: networks per ``alpha``.
+        n_seeds: networks per ``alpha``.
         steps: gradient-descent steps.
         lr: learning rate; ``None`` means ``default_learning_rate``.
         n_train: number of training points on the circle.
         sigma_w, sigma_b: initialization scales.
 
     Returns:
-        ``OutputScale``.
+        ``OutputScaleResult``.
 
     References:
         Chizat, Oyallon & Bach (2019), arXiv:1812.07956.
     """
-    data = circle_data(n_train)
-    k_train = ntk.relu_ntk(data.x_train, depth=1, sigma_w=sigma_w, sigma_b=sigma_b)
-    k_test = ntk.relu_ntk(data.x_test, data.x_train, depth=1, sigma_w=sigma_w, sigma_b=sigma_b)
-    lr = default_learning_rate(k_train) if lr is None else lr
+    data, k_train, k_test, lr = _kernel_problem(n_train, lr=lr, sigma_w=sigma_w, sigma_b=sigma_b)
     f_kernel = ntk.kernel_gd_predictions(k_train, k_test, data.y_train, lr=lr, steps=steps)
     alphas_arr = jnp.asarray(alphas, dtype=jnp.float32)
-    seed_keys = jax.random.split(key, seeds)
+    seed_keys = jax.random.split(key, n_seeds)
 
     def one(alpha, k):
         params0 = init_params([2, width, 1], key=k)
@@ -655,10 +624,10 @@ def run_output_scale(
     runs = jax.jit(jax.vmap(lambda a: jax.vmap(lambda k: one(a, k))(seed_keys)))(alphas_arr)
     runs = jax.tree_util.tree_map(np.asarray, runs)
     (w, w_se), (h, h_se), (kc, kc_se) = (_seed_stats(runs[s]) for s in ("weight", "feature", "kernel"))
-    w_lazy = lazy_weight_change(k_train, data.y_train, lr=lr, steps=steps, n_params=n_params([2, width, 1]))
+    w_lazy = lazy_weight_change(k_train, data.y_train, lr=lr, steps=steps, n_params=mlp.n_params([2, width, 1]))
     h_lazy = lazy_feature_change(data.x_train, data.y_train, width=width, lr=lr, steps=steps,
                                  sigma_w=sigma_w, sigma_b=sigma_b)
-    return OutputScale(
+    return OutputScaleResult(
         alphas=np.asarray(alphas_arr), width=width,
         weight_change=w, weight_change_sem=w_se,
         feature_change=h, feature_change_sem=h_se,
@@ -674,7 +643,7 @@ def run_output_scale(
 # ---------------------------------------------------------------------------
 
 
-class Catapult(NamedTuple):
+class CatapultResult(NamedTuple):
     """Training curves for several learning rates at one width.
 
     Attributes:
@@ -704,12 +673,12 @@ def run_catapult(
     key: jax.Array,
     lr_factors: Sequence[float] = (0.5, 1.2, 1.5),
     width: int = 2048,
-    seeds: int = 4,
+    n_seeds: int = 4,
     steps: int = 200,
     n_train: int = 16,
     sigma_w: float = SIGMA_W,
     sigma_b: float = SIGMA_B,
-) -> Catapult:
+) -> CatapultResult:
     """Gradient descent with learning rates ``eta = factor * 2 / lambda_0`` (the catapult).
 
     The linearized dynamics ``r <- (I - eta Theta / n) r`` diverges along the
@@ -725,13 +694,13 @@ def run_catapult(
         key: randomness for the initializations (shared across learning rates).
         lr_factors: ``eta`` in units of ``2 / lambda_0``.
         width: hidden width ``N`` (one hidden layer).
-        seeds: networks per learning rate.
+        n_seeds: networks per learning rate.
         steps: gradient-descent steps.
         n_train: number of training points on the circle.
         sigma_w, sigma_b: initialization scales.
 
     Returns:
-        ``Catapult``.
+        ``CatapultResult``.
 
     References:
         Lewkowycz, Bahri, Dyer, Sohl-Dickstein & Gur-Ari (2020), arXiv:2003.02218.
@@ -740,7 +709,7 @@ def run_catapult(
     k_train = ntk.relu_ntk(data.x_train, depth=1, sigma_w=sigma_w, sigma_b=sigma_b)
     lam0 = float(jnp.linalg.eigvalsh(k_train)[-1] / n_train)
     lrs = jnp.asarray(lr_factors, dtype=jnp.float32) * 2 / lam0
-    seed_keys = jax.random.split(key, seeds)
+    seed_keys = jax.random.split(key, n_seeds)
     loss_fn = _centered_loss(sigma_w, sigma_b)
 
     def one(lr, k):
@@ -757,7 +726,7 @@ def run_catapult(
 
     loss, lam = jax.jit(jax.vmap(lambda lr: jax.vmap(lambda k: one(lr, k))(seed_keys)))(lrs)
     loss, lam = np.asarray(loss), np.asarray(lam)
-    return Catapult(
+    return CatapultResult(
         lrs=np.asarray(lrs), lam0=lam0, loss=loss[:, 0], lam=lam[:, 0],
         final_lam=lam[:, :, -1].mean(axis=1), final_loss=loss[:, :, -1].mean(axis=1),
         max_loss_ratio=(loss.max(axis=-1) / loss[:, :, :1].max(axis=-1)).mean(axis=1),
@@ -799,7 +768,7 @@ def _power_law_through(ax, x, y, slope, *, label, ls="-", color=None):
     return ax
 
 
-def plot_kernel_convergence(axes, res: KernelConvergence, *, small_width: int = 32):
+def plot_kernel_convergence(axes, res: KernelConvergenceResult, *, small_width: int = 32):
     """(a) every empirical Gram entry against the angle between its inputs, at two widths,
     over the analytic NTK; (b) relative error against width, log-log, with fits."""
     ax = axes[0]
@@ -824,7 +793,7 @@ def plot_kernel_convergence(axes, res: KernelConvergence, *, small_width: int = 
     return axes
 
 
-def plot_lazy_changes(axes, res: LazyTraining):
+def plot_lazy_changes(axes, res: LazyTrainingResult):
     """(a) relative weight and feature change against width with their closed forms;
     (b) relative kernel change against width with the N^{-1/2} bound and the N^{-3/4} law."""
     ax = axes[0]
@@ -852,7 +821,7 @@ def plot_lazy_changes(axes, res: LazyTraining):
     return axes
 
 
-def plot_kernel_regression(axes, res: LazyTraining, *, small_width: int = 16):
+def plot_kernel_regression(axes, res: LazyTrainingResult, *, small_width: int = 16):
     """(a) trained networks and the kernel prediction on the circle; (b) the gaps against width."""
     ax = axes[0]
     d = res.data
@@ -887,7 +856,7 @@ def plot_kernel_regression(axes, res: LazyTraining, *, small_width: int = 16):
     return axes
 
 
-def plot_output_scale(axes, res: OutputScale):
+def plot_output_scale(axes, res: OutputScaleResult):
     """(a) weight and feature change against alpha with the lazy 1/alpha laws; (b) kernel change."""
     ax = axes[0]
     for name, color, marker in (("weight", plotting.PALETTE[0], "o"), ("feature", plotting.PALETTE[2], "s")):
@@ -910,7 +879,7 @@ def plot_output_scale(axes, res: OutputScale):
     return axes
 
 
-def plot_catapult(axes, res: Catapult):
+def plot_catapult(axes, res: CatapultResult):
     """(a) training loss per step; (b) top eigenvalue of Theta_t / n with the thresholds 2 / eta."""
     steps = np.arange(res.loss.shape[1])
     for k, color in enumerate(plotting.PALETTE[: len(res.lrs)]):

@@ -35,7 +35,7 @@ def test_init_params_matches_init_mlp_layout_and_law(key):
     reference = mlp.init_mlp(widths, key=jax.random.key(1), parametrization="ntk")
     assert [(w.shape, b.shape) for w, b in params] == [(w.shape, b.shape) for w, b in reference]
     z = jnp.concatenate([jnp.ravel(a) for a in jax.tree_util.tree_leaves(params)])
-    assert z.size == tangent_kernel.n_params(widths)
+    assert z.size == mlp.n_params(widths)
     assert abs(float(jnp.mean(z))) < 5 / math.sqrt(z.size)
     assert abs(float(jnp.var(z)) - 1.0) < 5 * math.sqrt(2 / z.size)
 
@@ -105,7 +105,7 @@ def test_kernel_convergence_rate(key):
 
 @pytest.fixture(scope="module")
 def lazy():
-    return tangent_kernel.run_lazy_training(key=jax.random.key(5), widths=(32, 128, 512, 2048), seeds=4, steps=100, n_train=8)
+    return tangent_kernel.run_lazy_training(key=jax.random.key(5), widths=(32, 128, 512, 2048), n_seeds=4, steps=100, n_train=8)
 
 
 def test_weight_change_matches_lazy_theory(lazy):
@@ -150,7 +150,7 @@ def test_output_scale_lazy_and_rich(key):
     """N = 256, alpha in {1/16 (mean-field point N^{-1/2}), 1, 16}. Over 3 keys: measured/lazy
     theory of the weight change at alpha = 16 was 0.94-1.02 (2 seeds): we allow 10%. Kernel change
     at alpha = 16: 0.002-0.007 (< 0.02 required); at alpha = 1/16: 1.05-1.21 (> 0.3 required)."""
-    res = tangent_kernel.run_output_scale(key=key, alphas=(1 / 16, 1.0, 16.0), width=256, seeds=2, steps=100, n_train=8)
+    res = tangent_kernel.run_output_scale(key=key, alphas=(1 / 16, 1.0, 16.0), width=256, n_seeds=2, steps=100, n_train=8)
     assert res.weight_change[-1] / res.weight_theory[-1] == pytest.approx(1.0, abs=0.1)
     assert res.feature_change[-1] / res.feature_theory[-1] == pytest.approx(1.0, abs=0.1)
     assert res.kernel_change[-1] < 0.02
@@ -169,7 +169,7 @@ def test_catapult(key):
     lambda within 4% of lambda_0 (we allow 10%: finite-width kernel); the large step's loss
     grows by ~100x (we require 10x), then lambda ends at 0.59-0.64 < 2/eta = 0.93, and the loss
     falls below its initial value (we require a factor 100)."""
-    res = tangent_kernel.run_catapult(key=key, lr_factors=(0.5, 1.25), width=512, seeds=2, steps=100, n_train=8)
+    res = tangent_kernel.run_catapult(key=key, lr_factors=(0.5, 1.25), width=512, n_seeds=2, steps=100, n_train=8)
     assert res.final_lam[0] == pytest.approx(res.lam0, rel=0.1)
     assert res.max_loss_ratio[0] == pytest.approx(1.0)
     assert res.max_loss_ratio[1] > 10

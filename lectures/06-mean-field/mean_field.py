@@ -154,7 +154,7 @@ def output_scale(width: int, scaling: str) -> float:
     return float(width) ** -SCALINGS[scaling]
 
 
-def learning_rate(width: int, scaling: str, eta: float) -> float:
+def scaled_lr(width: int, scaling: str, lr: float) -> float:
     """Step size ``eta * N**(2 gamma - 1)`` that makes ``eta`` a step of time ``t``.
 
     With it the function moves at an ``N``-independent speed in both scalings:
@@ -162,7 +162,7 @@ def learning_rate(width: int, scaling: str, eta: float) -> float:
     ``K_N = (1/N) sum_j grad_theta sigma(x; theta_j) . grad_theta sigma(x'; theta_j)``.
     Mean-field: ``eta * N``; NTK: ``eta``.
     """
-    return eta * float(width) ** (2 * SCALINGS[scaling] - 1)
+    return lr * float(width) ** (2 * SCALINGS[scaling] - 1)
 
 
 def apply_one(params: Particles, x: jax.Array, *, scaling: str = "mean-field") -> jax.Array:
@@ -254,7 +254,7 @@ def train(
     task: Task,
     *,
     scaling: str = "mean-field",
-    eta: float = 0.1,
+    lr: float = 0.1,
     steps: int = 400,
     record_every: int = 10,
     observe: Callable[[Particles], Any] | None = None,
@@ -271,7 +271,7 @@ def train(
         params: initial particles.
         task: inputs and targets.
         scaling: ``"mean-field"`` or ``"ntk"``.
-        eta: time step.
+        lr: time step (the learning rate ``eta`` before the width scaling).
         steps: number of steps (a multiple of ``record_every``).
         record_every: steps between records.
         observe: ``observe(params)`` recorded with the loss (default: outputs on ``task.x``).
@@ -287,24 +287,15 @@ def train(
             return apply(p, task.x, scaling=scaling)
 
     width = params.a.shape[0]
-    optimizer = optax.sgd(learning_rate(width, scaling, eta))
+    optimizer = optax.sgd(scaled_lr(width, scaling, lr))
     loss_fn = lambda p, batch: risk(p, batch, scaling=scaling)  # noqa: E731
-    step = train_lib.make_step(loss_fn, optimizer)
     data = (task.x, task.y)
-
-    def block(state, _):
-        record = (loss_fn(state.params, data), observe(state.params))
-        state, _ = jax.lax.scan(lambda s, _: step(s, data), state, None, length=record_every)
-        return state, record
-
-    state, (losses, observed) = jax.lax.scan(
-        block, train_lib.init_state(params, optimizer), None, length=steps // record_every
+    final, (losses, observed) = train_lib.trajectory(
+        loss_fn, params, optimizer, data, steps=steps, record_every=record_every, record_last=True,
+        observe=lambda p: (loss_fn(p, data), observe(p)),
     )
-    last_loss, last_obs = loss_fn(state.params, data), observe(state.params)
-    losses = jnp.concatenate([losses, last_loss[None]])
-    observed = jax.tree_util.tree_map(lambda o, l: jnp.concatenate([o, l[None]]), observed, last_obs)
-    times = eta * record_every * jnp.arange(steps // record_every + 1)
-    return Trajectory(times=times, losses=losses, observed=observed, final=state.params)
+    times = lr * record_every * jnp.arange(steps // record_every + 1)
+    return Trajectory(times=times, losses=losses, observed=observed, final=final)
 
 
 def displacement(start: Particles, end: Particles) -> jax.Array:
@@ -318,7 +309,7 @@ def displacement(start: Particles, end: Particles) -> jax.Array:
 # ---------------------------------------------------------------------------
 
 
-class MeanFieldLimit(NamedTuple):
+class MeanFieldLimitResult(NamedTuple):
     """The ``N -> infinity`` dynamics from quadrature particles."""
 
     times: np.ndarray  # (R,)
@@ -332,11 +323,11 @@ def run_mean_field_limit(
     *,
     width: int = 8192,
     scale: float = 1.0,
-    eta: float = 0.1,
+    lr: float = 0.1,
     steps: int = 400,
     record_every: int = 10,
     task: Task | None = None,
-) -> MeanFieldLimit:
+) -> MeanFieldLimitResult:
     """Mean-field limit of the risk curve, from ``quadrature_particles``.
 
     Deterministic (no key): the initial measure is discretized on a grid, so the
@@ -350,15 +341,15 @@ def run_mean_field_limit(
         task: the task (default ``teacher_task()``).
 
     Returns:
-        A ``MeanFieldLimit``: the risk and outputs of the limit at the record
+        A ``MeanFieldLimitResult``: the risk and outputs of the limit at the record
         times, and its mean particle displacement and relative kernel change at
         the end (the ``N -> infinity`` values of ``run_width_sweep``'s measures).
     """
     task = teacher_task() if task is None else task
     p0 = quadrature_particles(width, scale=scale)
-    traj = jax.jit(lambda p: train(p, task, eta=eta, steps=steps, record_every=record_every))(p0)
+    traj = jax.jit(lambda p: train(p, task, lr=lr, steps=steps, record_every=record_every))(p0)
     k0, k1 = tangent_kernel(p0, task.x), tangent_kernel(traj.final, task.x)
-    return MeanFieldLimit(
+    return MeanFieldLimitResult(
         times=np.asarray(traj.times),
         losses=np.asarray(traj.losses),
         outputs=np.asarray(traj.observed),
@@ -367,7 +358,7 @@ def run_mean_field_limit(
     )
 
 
-class WidthSweep(NamedTuple):
+class WidthSweepResult(NamedTuple):
     """Training runs for several widths, ``seeds`` independent networks per width."""
 
     scaling: str
@@ -384,14 +375,14 @@ def run_width_sweep(
     *,
     key: jax.Array,
     widths: Sequence[int] = (16, 64, 256, 1024, 4096),
-    seeds: int = 16,
+    n_seeds: int = 16,
     scaling: str = "mean-field",
     scale: float = 1.0,
-    eta: float = 0.1,
+    lr: float = 0.1,
     steps: int = 400,
     record_every: int = 10,
     task: Task | None = None,
-) -> WidthSweep:
+) -> WidthSweepResult:
     """Train ``seeds`` networks of each width (``vmap`` over seeds) in one scaling.
 
     Measures, per width ``N``: the risk curves ``R_N(t)``; the seed-to-seed
@@ -404,14 +395,14 @@ def run_width_sweep(
     Args:
         key: randomness, split into one key per width, then one per seed.
         widths: the widths ``N`` (one compiled program each).
-        seeds: networks per width (at least 2).
+        n_seeds: networks per width (at least 2).
         scaling: ``"mean-field"`` or ``"ntk"``.
         scale: initialization scale (``init_particles``).
         eta, steps, record_every: see ``train``.
         task: the task (default ``teacher_task()``).
 
     Returns:
-        A ``WidthSweep``.
+        A ``WidthSweepResult``.
 
     References:
         Mei, Montanari & Nguyen (2018), arXiv:1804.06561; Rotskoff &
@@ -425,19 +416,19 @@ def run_width_sweep(
 
         def one(k, width=width):
             p0 = init_particles(width, key=k, dim=task.x.shape[1], scale=scale)
-            traj = train(p0, task, scaling=scaling, eta=eta, steps=steps, record_every=record_every)
+            traj = train(p0, task, scaling=scaling, lr=lr, steps=steps, record_every=record_every)
             k0, k1 = tangent_kernel(p0, task.x), tangent_kernel(traj.final, task.x)
             kern = jnp.linalg.norm(k1 - k0) / jnp.linalg.norm(k0)
             return traj.losses, traj.observed, displacement(p0, traj.final), kern
 
-        losses, outputs, disp, kern = jax.jit(jax.vmap(one))(jax.random.split(width_key, seeds))
+        losses, outputs, disp, kern = jax.jit(jax.vmap(one))(jax.random.split(width_key, n_seeds))
         out["losses"].append(np.asarray(losses))
         out["mean"].append(np.asarray(outputs.mean(axis=0)))
         out["std"].append(np.sqrt(np.asarray(outputs.var(axis=0, ddof=1).mean(axis=-1))))
         out["disp"].append(np.asarray(disp))
         out["kern"].append(np.asarray(kern))
-    times = eta * record_every * np.arange(steps // record_every + 1)
-    return WidthSweep(
+    times = lr * record_every * np.arange(steps // record_every + 1)
+    return WidthSweepResult(
         scaling=scaling,
         widths=np.asarray(widths),
         times=times,
@@ -449,7 +440,7 @@ def run_width_sweep(
     )
 
 
-def collapse_deviation(sweep: WidthSweep, limit: MeanFieldLimit) -> np.ndarray:
+def collapse_deviation(sweep: WidthSweepResult, limit: MeanFieldLimitResult) -> np.ndarray:
     """``sup_t |R_N(t) - R_infinity(t)|`` per width and seed, shape ``(W, S)``.
 
     Predicted ``~ N**-1/2``: ``R_N - R_inf = E_x[(f_inf - y) delta f] + E_x[delta f^2]/2``
@@ -458,7 +449,7 @@ def collapse_deviation(sweep: WidthSweep, limit: MeanFieldLimit) -> np.ndarray:
     return np.max(np.abs(sweep.losses - limit.losses[None, None, :]), axis=-1)
 
 
-class ParticleCloud(NamedTuple):
+class ParticleCloudResult(NamedTuple):
     """Snapshots of one network's particles, for drawing."""
 
     times: np.ndarray  # (R,)
@@ -473,11 +464,11 @@ def run_particle_cloud(
     key: jax.Array,
     width: int = 512,
     scale: float = 0.2,
-    eta: float = 0.1,
+    lr: float = 0.1,
     steps: int = 400,
     record_every: int = 5,
     task: Task | None = None,
-) -> ParticleCloud:
+) -> ParticleCloudResult:
     """One mean-field network on the teacher task, every particle recorded.
 
     A small initialization (``scale = 0.2``) makes the picture of Chizat & Bach (2018)
@@ -495,7 +486,7 @@ def run_particle_cloud(
         task: the task (default ``teacher_task()``).
 
     Returns:
-        A ``ParticleCloud`` with every particle at every record time.
+        A ``ParticleCloudResult`` with every particle at every record time.
 
     References:
         Chizat & Bach (2018), arXiv:1805.09545.
@@ -503,9 +494,9 @@ def run_particle_cloud(
     task = teacher_task() if task is None else task
     p0 = init_particles(width, key=key, dim=2, scale=scale)
     traj = jax.jit(
-        lambda p: train(p, task, eta=eta, steps=steps, record_every=record_every, observe=lambda q: q)
+        lambda p: train(p, task, lr=lr, steps=steps, record_every=record_every, observe=lambda q: q)
     )(p0)
-    return ParticleCloud(
+    return ParticleCloudResult(
         times=np.asarray(traj.times),
         losses=np.asarray(traj.losses),
         a=np.asarray(traj.observed.a),

@@ -55,8 +55,8 @@ def test_apply_has_the_scalings_output_scale(key):
     raw = float(jnp.sum(p.a * jax.nn.relu(p.w @ x[0])))
     np.testing.assert_allclose(mean_field.apply(p, x, scaling="mean-field")[0], raw / 64, rtol=1e-5)
     np.testing.assert_allclose(mean_field.apply(p, x, scaling="ntk")[0], raw / 8, rtol=1e-5)
-    assert mean_field.learning_rate(64, "mean-field", 0.1) == pytest.approx(6.4)
-    assert mean_field.learning_rate(64, "ntk", 0.1) == pytest.approx(0.1)
+    assert mean_field.scaled_lr(64, "mean-field", 0.1) == pytest.approx(6.4)
+    assert mean_field.scaled_lr(64, "ntk", 0.1) == pytest.approx(0.1)
 
 
 def test_velocity_is_minus_the_gradient_of_the_first_variation(key):
@@ -78,11 +78,11 @@ def test_energy_dissipation_identity(key):
     # with eta = 1e-3 the relative O(eta) error is well below 1%.
     task = mean_field.teacher_task()
     p = mean_field.init_particles(128, key=key, scale=1.0)
-    eta = 1e-3
-    traj = mean_field.train(p, task, eta=eta, steps=1, record_every=1)
+    lr = 1e-3
+    traj = mean_field.train(p, task, lr=lr, steps=1, record_every=1)
     v = mean_field.velocity(p, task)
     rate = float(jnp.mean(v.a**2 + jnp.sum(v.w**2, axis=1)))
-    measured = float(traj.losses[1] - traj.losses[0]) / eta
+    measured = float(traj.losses[1] - traj.losses[0]) / lr
     np.testing.assert_allclose(measured, -rate, rtol=1e-2)
 
 
@@ -180,7 +180,7 @@ NTK_WIDTHS = (16, 64, 256, 1024)
 
 @pytest.fixture(scope="module")
 def mf_sweep():
-    return mean_field.run_width_sweep(key=jax.random.key(6), widths=WIDTHS, seeds=16, steps=200)
+    return mean_field.run_width_sweep(key=jax.random.key(6), widths=WIDTHS, n_seeds=16, steps=200)
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +231,7 @@ def test_result3_particles_move_order_one_in_mean_field_and_shrink_in_ntk(mf_swe
     # initial function makes each seed's displacement vary by ~20%, so 4 seeds give
     # ~10% per width and a slope error ~0.04 (measured -0.49 to -0.53 over 4 keys).
     # Tolerance 0.05 and 0.1.
-    ntk = mean_field.run_width_sweep(key=jax.random.key(7), widths=NTK_WIDTHS, seeds=4, scaling="ntk", steps=200)
+    ntk = mean_field.run_width_sweep(key=jax.random.key(7), widths=NTK_WIDTHS, n_seeds=4, scaling="ntk", steps=200)
     mf_fit = metrics.loglog_slope(WIDTHS, mf_sweep.displacement.mean(axis=1))
     ntk_fit = metrics.loglog_slope(NTK_WIDTHS, ntk.displacement.mean(axis=1))
     assert abs(mf_fit.slope) < 0.05, mf_fit

@@ -425,7 +425,7 @@ def _tree_relative_error(a, b) -> Array:
     return jnp.sqrt(num / den)
 
 
-class GradientCheck(NamedTuple):
+class GradientCheckResult(NamedTuple):
     """Implicit versus unrolled gradients, one example at a time (``run_gradient_check``).
 
     Attributes:
@@ -465,7 +465,7 @@ def run_gradient_check(
     input_scale: float = 1.0,
     solver_iters: int = 200,
     depths: Sequence[int] = tuple(range(0, 81, 2)),
-) -> GradientCheck:
+) -> GradientCheckResult:
     """Verified result 1: the implicit gradient equals the gradient through deep unrolling.
 
     Per example, loss ``0.5 ||R z*(x) - y||^2`` with a fixed random readout ``R``.
@@ -486,7 +486,7 @@ def run_gradient_check(
         depths: unrolled depths ``K`` to compare.
 
     Returns:
-        A ``GradientCheck``.
+        A ``GradientCheckResult``.
     """
     layer_key, x_key, r_key, y_key = jax.random.split(key, 4)
     params = init_deq(d, width, key=layer_key, gamma=gamma, input_scale=input_scale)
@@ -515,7 +515,7 @@ def run_gradient_check(
     ks = np.asarray(depths)
     floor = float(np.median(errs[:, -1]))
     rates = np.asarray([_fit_rate(ks, e, 10.0 * floor, 0.1) for e in errs])
-    return GradientCheck(
+    return GradientCheckResult(
         depths=ks,
         rel_error=errs,
         rho=rho,
@@ -530,7 +530,7 @@ def run_gradient_check(
 # ---------------------------------------------------------------------------
 
 
-class SolverComparison(NamedTuple):
+class SolversResult(NamedTuple):
     """Residual histories of three solvers on the same batch (``run_solvers``).
 
     Attributes:
@@ -574,7 +574,7 @@ def run_solvers(
     tol: float = 1e-5,
     fit_window: tuple[float, float] = (1e-13, 1e-7),
     x64: bool = True,
-) -> SolverComparison:
+) -> SolversResult:
     """Verified result 2: Anderson and Broyden reach ``tol`` in far fewer steps than plain iteration.
 
     All three solvers run ``iters`` updates on every example (``vmap``), from
@@ -599,7 +599,7 @@ def run_solvers(
         x64: run in float64 (``jax.enable_x64``).
 
     Returns:
-        A ``SolverComparison``.
+        A ``SolversResult``.
     """
     with jax.enable_x64(x64):
         return _run_solvers(key, d, width, batch, gamma, input_scale, iters, memory, tol, fit_window)
@@ -633,7 +633,7 @@ def _run_solvers(key, d, width, batch, gamma, input_scale, iters, memory, tol, f
     plain = plain / plain[:, :1]
     ks = np.arange(iters)
     rates = np.asarray([_fit_rate(ks, r, *fit_window) for r in plain])
-    return SolverComparison(
+    return SolversResult(
         residuals=residuals,
         iters_to_tol={k: _iters_to_tol(v, tol) for k, v in residuals.items()},
         tol=tol,
@@ -750,7 +750,7 @@ def euler_error_coefficient(params: VectorField, x: Array, *, steps: int = 1024)
     return final[1]
 
 
-class ResNetODE(NamedTuple):
+class ResNetODEResult(NamedTuple):
     """ResNet (Euler) versus the ODE solution (``run_resnet_ode``).
 
     Attributes:
@@ -783,7 +783,7 @@ def run_resnet_ode(
     ref_steps: int = 1024,
     n_show: int = 12,
     show_depth: int = 6,
-) -> ResNetODE:
+) -> ResNetODEResult:
     """Verified result 3: a ResNet with step ``1/L`` approaches the ODE flow with error ``~ 1/L``.
 
     For every input ``x ~ N(0, I_d)``: the ResNet ``z_{l+1} = z_l + g(z_l)/L``
@@ -801,7 +801,7 @@ def run_resnet_ode(
         show_depth: ResNet depth whose layer-by-layer states are returned.
 
     Returns:
-        A ``ResNetODE``.
+        A ``ResNetODEResult``.
     """
     g_key, x_key = jax.random.split(key)
     params = init_vector_field(d, hidden, key=g_key)
@@ -832,7 +832,7 @@ def run_resnet_ode(
 
     _, layers = jax.lax.scan(layer_step, xs[:n_show], None, length=show_depth)
     layers = jnp.concatenate([xs[None, :n_show], layers], axis=0).transpose(1, 0, 2)
-    return ResNetODE(
+    return ResNetODEResult(
         depths=np.asarray(depths),
         error=err,
         theory=float(coef) / ls,
@@ -849,7 +849,7 @@ def run_resnet_ode(
 # ---------------------------------------------------------------------------
 
 
-class MemoryComparison(NamedTuple):
+class MemoryResult(NamedTuple):
     """Compiled temporary memory of the gradient (``run_memory``).
 
     Attributes:
@@ -896,7 +896,7 @@ def run_memory(
     width: int = 128,
     batch: int = 256,
     iters: Sequence[int] = (10, 30, 100, 300, 1000),
-) -> MemoryComparison:
+) -> MemoryResult:
     """Verified result 4: implicit backward memory is flat in ``K``, unrolled grows like ``K``.
 
     Nothing is run: each gradient is lowered and compiled, and XLA's
@@ -912,7 +912,7 @@ def run_memory(
         iters: values of ``K``.
 
     Returns:
-        A ``MemoryComparison``.
+        A ``MemoryResult``.
     """
     layer_key, x_key = jax.random.split(key)
     params = init_deq(d, width, key=layer_key)
@@ -935,7 +935,7 @@ def run_memory(
     unrolled_bytes = np.asarray(unrolled_bytes)
     slope = np.polyfit(ks.astype(float), unrolled_bytes.astype(float), 1)[0]
     residual = saved_bytes_per_layer(params, xs)
-    return MemoryComparison(
+    return MemoryResult(
         iters=ks,
         unrolled_bytes=unrolled_bytes,
         implicit_bytes=np.asarray(implicit_bytes),
@@ -998,7 +998,7 @@ def forward_backward_rate(w: Array, *, m: float, alpha: float) -> Array:
     return jnp.sqrt(1.0 - 2.0 * alpha * m + alpha**2 * lip**2)
 
 
-class MonDEQRun(NamedTuple):
+class MonDEQResult(NamedTuple):
     """Naive iteration versus forward-backward splitting on a monDEQ (``run_mondeq``).
 
     Attributes:
@@ -1031,7 +1031,7 @@ def run_mondeq(
     m: float = 1.0,
     scale: float = 0.6,
     iters: int = 100,
-) -> MonDEQRun:
+) -> MonDEQResult:
     """Monotone operator DEQ: forward-backward splitting converges where naive iteration cannot.
 
     ``W = (1 - m) I - A^T A + B - B^T`` has ``||W||_2 > 1`` (``A^T A`` and
@@ -1047,7 +1047,7 @@ def run_mondeq(
         iters: iterations of each method.
 
     Returns:
-        A ``MonDEQRun``.
+        A ``MonDEQResult``.
     """
     p_key, x_key = jax.random.split(key)
     params = init_mondeq(d, width, key=p_key, scale=scale)
@@ -1078,7 +1078,7 @@ def run_mondeq(
     fitted = _fit_rate(ks, splitting, 1e-6, 1e-1)
     sym = jnp.eye(width) - w
     sym = (sym + sym.T) / 2.0
-    return MonDEQRun(
+    return MonDEQResult(
         naive=naive,
         splitting=splitting,
         bound=rate ** ks.astype(float),
