@@ -110,11 +110,14 @@ def relu_expectations(k12: jax.Array, k11: jax.Array, k22: jax.Array) -> tuple[j
         Cho & Saul (2009), "Kernel methods for deep learning", NeurIPS 22
         (arc-cosine kernels of degree 1 and 0).
     """
-    norm = jnp.sqrt(k11 * k22)
-    safe = jnp.where(norm > 0, norm, 1.0)
-    cos = jnp.clip(k12 / safe, -1.0, 1.0)
-    t = jnp.arccos(cos)
-    e_phi = norm / (2 * math.pi) * (jnp.sin(t) + (math.pi - t) * cos)
+    # The angle from atan2(sqrt(det), k12), det = k11 k22 - k12^2 the Gram
+    # determinant: arccos(k12 / norm) near cos = 1 turns one rounding error of
+    # the ratio into an angle error ~sqrt(eps), half of float32's digits.
+    det = k11 * k22 - k12 * k12
+    positive = det > 0
+    root = jnp.where(positive, jnp.sqrt(jnp.where(positive, det, 1.0)), 0.0)  # no NaN gradient at det = 0
+    t = jnp.arctan2(root, k12)
+    e_phi = (root + (math.pi - t) * k12) / (2 * math.pi)
     e_dphi = (math.pi - t) / (2 * math.pi)
     return e_phi, e_dphi
 
@@ -163,7 +166,8 @@ def relu_kernels(
         Arora et al. (2019), arXiv:1904.11955.
         Lee et al. (2019), arXiv:1902.06720.
     """
-    x2 = x1 if x2 is None else x2
+    same = x2 is None  # K(X, X): take the variances from the matrix's own diagonal
+    x2 = x1 if same else x2
     d = x1.shape[-1]
     sw2, sb2 = sigma_w**2, sigma_b**2
     k12 = sw2 * (x1 @ x2.T) / d + sb2  # (n1, n2)
@@ -171,6 +175,9 @@ def relu_kernels(
     k22 = sw2 * jnp.sum(x2 * x2, axis=-1) / d + sb2  # (n2,)
     ntk = k12
     for _ in range(depth):
+        if same:
+            # bitwise-consistent diagonal: det = 0 and the angle is exactly 0 there
+            k11 = k22 = jnp.diagonal(k12)
         e_phi, e_dphi = relu_expectations(k12, k11[:, None], k22[None, :])
         k12 = sw2 * e_phi + sb2
         ntk = k12 + sw2 * e_dphi * ntk

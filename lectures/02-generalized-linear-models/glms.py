@@ -626,6 +626,7 @@ class DigitsResult(NamedTuple):
     train_loss: np.ndarray  # (L, T) cross-entropy without the penalty
     test_loss: np.ndarray  # (L, T)
     test_accuracy: np.ndarray  # (L, T)
+    train_accuracy: np.ndarray  # (L, T); 1 certifies that the training set is linearly separable
     weights: np.ndarray  # (L, 64, 10) final W
     n_train: int
     n_test: int
@@ -650,6 +651,7 @@ def _softmax_digits(x, y, lams, *, key, n_train, steps, record_every, lr):
                 softmax_loss(params, x_tr, y_tr),
                 jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y_te)),
                 jnp.mean(jnp.argmax(logits, -1) == y_te),
+                jnp.mean(jnp.argmax(softmax_logits_batch(params, x_tr), -1) == y_tr),
             )
 
         final, obs = train.trajectory(
@@ -658,8 +660,8 @@ def _softmax_digits(x, y, lams, *, key, n_train, steps, record_every, lr):
         )
         return jax.tree_util.tree_map(lambda o: o[1:], obs), final[0]  # after steps k * record_every, k >= 1
 
-    (tr, te, acc), w = jax.vmap(one)(lams)
-    return tr, te, acc, w, x_tr.shape[0], x_te.shape[0]
+    (tr, te, acc, tr_acc), w = jax.vmap(one)(lams)
+    return tr, te, acc, tr_acc, w, x_tr.shape[0], x_te.shape[0]
 
 
 def run_softmax_digits(
@@ -695,13 +697,14 @@ def run_softmax_digits(
     if steps % record_every:
         raise ValueError(f"steps={steps} is not a multiple of record_every={record_every}")
     x, y = data.digits(standardize=False)
-    tr, te, acc, w, n_tr, n_te = _softmax_digits(
+    tr, te, acc, tr_acc, w, n_tr, n_te = _softmax_digits(
         x, y, jnp.asarray(lams, dtype=jnp.float32), key=key, n_train=n_train,
         steps=steps, record_every=record_every, lr=lr,
     )
     return DigitsResult(
         lams=np.asarray(lams, dtype=float), steps=np.arange(1, steps // record_every + 1) * record_every,
         train_loss=np.asarray(tr), test_loss=np.asarray(te), test_accuracy=np.asarray(acc),
+        train_accuracy=np.asarray(tr_acc),
         weights=np.asarray(w), n_train=int(n_tr), n_test=int(n_te),
     )
 

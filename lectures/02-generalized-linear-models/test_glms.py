@@ -369,3 +369,10 @@ def test_softmax_regression_on_digits():
     small = w.run_softmax_digits(key=jax.random.key(0), lams=(0.0,), n_train=100, steps=300, record_every=50)
     assert small.n_train == 100 and small.train_loss[0, -1] < 0.01
     assert small.test_loss[0, -1] > 20 * small.train_loss[0, -1]
+    # Separability is certified, not inferred from counting parameters: a W that
+    # classifies every training image correctly is a separating hyperplane set.
+    assert small.train_accuracy[0, -1] == 1.0
+    # Negative control: the full training set (1348 images, 650 parameters) under a
+    # large penalty is not fitted perfectly, so the same check does reject.
+    big = w.run_softmax_digits(key=jax.random.key(0), lams=(1.0,), steps=100, record_every=50)
+    assert big.train_accuracy[0, -1] < 1.0

@@ -869,7 +869,7 @@ def variance_map(q, *, sigma_w: float, sigma_b: float = 0.0, activation: str = "
     """The mean-field variance map ``q -> sigma_w^2 E[phi(sqrt(q) z)^2] + sigma_b^2``.
 
     For ReLU, ``E[relu(sqrt(q) z)^2] = q / 2`` (half of a Gaussian second moment),
-    so ``q -> sigma_w^2 q / 2 + sigma_b^2``: constant at He's ``sigma_w^2 = 2``.
+    so ``q -> sigma_w^2 q / 2 + sigma_b^2``: constant at He's ``sigma_w^2 = 2`` when ``sigma_b = 0``.
 
     References:
         Poole et al. (2016), eq. (3); He et al. (2015), eq. (10).
@@ -958,7 +958,8 @@ def run_signal_propagation(
 
     Inputs have ``||x||^2 = d`` (``d = width``), so ``q_1 = sigma_w^2 + sigma_b^2``.
     For ReLU with ``sigma_b = 0`` the mean of ``q_l`` obeys the recursion exactly at
-    any width (``E[q_{l+1} | h^l] = sigma_w^2 q_l / 2``); its fluctuations grow
+    any width (``E[q_{l+1} | h^l] = sigma_w^2 M_l`` with ``M_l`` the mean of
+    ``relu(h^l)^2``, and ``E[M_l | h^{l-1}] = q_l / 2``); its fluctuations grow
     like ``exp(5 l / N)`` (Hanin 2018). For smooth ``phi`` the recursion holds as
     ``N -> infinity``, up to ``O(1/N)``.
 

@@ -50,8 +50,15 @@ def test_heavy_ball_slope_is_one_half(conditioning):
     # 1/2 (1 + 2/(log(1/tol) + 2 log 2T)) ~ 0.55 over this range (the closed form's own
     # fitted slope). Band [0.48, 0.60]: excludes gradient descent's slope 1.
     assert 0.48 < conditioning.heavy_ball_fit.slope < 0.60
-    theory_fit = optimization.metrics.loglog_slope(conditioning.kappas, conditioning.heavy_ball_theory)
-    assert abs(conditioning.heavy_ball_fit.slope - theory_fit.slope) < 0.01
+    # The local-slope formula is an asymptotic prediction independent of the exact
+    # counts of the previous test: at the middle of the range (geometric mean of T)
+    # it gives ~0.54 against a fitted 0.548; the formula neglects O(1/log T^2) terms,
+    # about 0.01 here, so a 0.02 tolerance.
+    t_mid = float(np.exp(np.mean(np.log(conditioning.heavy_ball))))
+    predicted = 0.5 * (1 + 2 / (np.log(1 / conditioning.tol) + 2 * np.log(2 * t_mid)))
+    assert abs(conditioning.heavy_ball_fit.slope - predicted) < 0.02, (conditioning.heavy_ball_fit, predicted)
+    # Negative control: the uncorrected sqrt(kappa) law (slope exactly 1/2) is rejected.
+    assert abs(conditioning.heavy_ball_fit.slope - 0.5) > 0.02
 
 
 def test_nesterov_beats_gd_at_large_kappa(conditioning):

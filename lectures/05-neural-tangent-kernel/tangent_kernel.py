@@ -10,7 +10,7 @@ Verified results, each an experiment beside its closed form:
    weights and hidden features move by a relative amount ``~ N^{-1/2}`` with
    closed-form prefactors (``lazy_weight_change``, ``lazy_feature_change``);
    its kernel moves by less than the ``N^{-1/2}`` bound of the theorems:
-   about ``N^{-3/4}`` for ReLU, ``N^{-1}`` for smooth activations
+   about ``N^{-3/4}`` for ReLU (a heuristic), ``N^{-1}`` for smooth activations
    (``run_lazy_training``).
 3. Kernel regression. The trained network's predictions approach those of the
    linearized model with the analytic NTK (``dlcourse.ntk.kernel_gd_predictions``);
@@ -452,7 +452,7 @@ def run_lazy_training(
     size of the fluctuations of the initial kernel. The kernel itself moves by
     at most ``O(N^{-1/2})`` (Lee et al. 2019, Thm. 2.1); the measured change is
     smaller, ``~ N^{-1}`` for smooth activations (Dyer & Gur-Ari 2020) and
-    about ``N^{-3/4}`` for ReLU, whose kinks flip ``O(sqrt(N))`` units.
+    about ``N^{-3/4}`` for ReLU, whose kinks flip ``O(sqrt(N))`` units (a heuristic).
 
     Args:
         key: randomness; one key per width.
@@ -810,7 +810,7 @@ def plot_lazy_changes(axes, res: LazyTrainingResult):
     ax = axes[1]
     plotting.theory_vs_experiment(ax, res.widths, res.kernel_change, err=res.kernel_change_sem,
                                   color=plotting.PALETTE[1], label=_slope_label(res.kernel_fit, "kernel"))
-    _power_law_through(ax, res.widths, res.kernel_change, -0.75, label=r"$\propto N^{-3/4}$ (ReLU kinks)")
+    _power_law_through(ax, res.widths, res.kernel_change, -0.75, label=r"$\propto N^{-3/4}$ (ReLU kinks, heuristic)")
     w0, k0 = res.widths[0], res.kernel_change[0]
     grid = np.geomspace(res.widths.min(), res.widths.max(), 50)
     ax.plot(grid, k0 * (grid / w0) ** -0.5, ls=":", lw=2, color=plotting.THEORY_COLOR, label=r"bound $\propto N^{-1/2}$")

@@ -141,6 +141,22 @@ def test_trained_network_approaches_kernel_regression(lazy):
     assert np.all(lazy.train_loss < 1e-3)
 
 
+def test_kernel_prediction_check_rejects_a_wrong_normalization(lazy):
+    """Negative control: the kernel prediction with the learning rate divided by n twice
+    (lr / n^2 per step, a normalization slip) is under-trained; the widest network is
+    then far from it, and the gap check of the previous test (< 0.04) rejects it."""
+    data = lazy.data
+    n = data.x_train.shape[0]
+    scales = dict(sigma_w=tangent_kernel.SIGMA_W, sigma_b=tangent_kernel.SIGMA_B)
+    k_train = ntk.relu_ntk(data.x_train, depth=1, **scales)
+    k_test = ntk.relu_ntk(data.x_test, data.x_train, depth=1, **scales)
+    wrong = ntk.kernel_gd_predictions(k_train, k_test, data.y_train, lr=lazy.lr / n, steps=lazy.steps)
+    right = ntk.kernel_gd_predictions(k_train, k_test, data.y_train, lr=lazy.lr, steps=lazy.steps)
+    np.testing.assert_allclose(right, lazy.kernel_prediction, rtol=1e-5, atol=1e-6)
+    gap = float(jnp.linalg.norm(lazy.predictions[-1] - wrong) / jnp.linalg.norm(wrong))
+    assert gap > 0.04, gap
+
+
 # ---------------------------------------------------------------------------
 # Verified result 4: the output scale alpha decides lazy vs feature learning
 # ---------------------------------------------------------------------------

@@ -73,7 +73,9 @@ def test_velocity_is_minus_the_gradient_of_the_first_variation(key):
 
 
 def test_energy_dissipation_identity(key):
-    # Wasserstein gradient flow: dR/dt = -int |v|^2 d rho = -(1/N) sum_j |v_j|^2.
+    # Wasserstein gradient flow: dR/dt = -int |v|^2 d rho = -(1/N) sum_j |v_j|^2, with v
+    # the closed-form velocity of mean_field.velocity (not jax.grad) and dR/dt measured
+    # from one optax step of the training loop.
     # One Euler step of size eta changes R by -eta (1/N) sum |v_j|^2 + O(eta^2);
     # with eta = 1e-3 the relative O(eta) error is well below 1%.
     task = mean_field.teacher_task()
@@ -84,6 +86,10 @@ def test_energy_dissipation_identity(key):
     rate = float(jnp.mean(v.a**2 + jnp.sum(v.w**2, axis=1)))
     measured = float(traj.losses[1] - traj.losses[0]) / lr
     np.testing.assert_allclose(measured, -rate, rtol=1e-2)
+    # Negative control: the velocity of the NTK scaling's step (no factor N in the
+    # learning rate) is N times too slow for this flow, and the same check rejects it.
+    ntk_rate = rate / p.a.shape[0]
+    assert abs(measured / -ntk_rate - 1) > 1e-2
 
 
 def test_duplicated_particles_follow_the_same_trajectory(key):
@@ -237,13 +243,15 @@ def test_result3_particles_move_order_one_in_mean_field_and_shrink_in_ntk(mf_swe
     assert abs(mf_fit.slope) < 0.05, mf_fit
     assert abs(ntk_fit.slope + 0.5) < 0.1, ntk_fit
     assert mf_sweep.displacement.mean() > 0.5  # O(1): comparable to |theta_j(0)| = sqrt 2
-    # The tangent kernel moves O(1) in mean field; in NTK it freezes at least as
-    # fast as the particles (it is Lipschitz in them): slope <= -1/2 + 0.1
-    # (measured -0.80 to -0.85: the first-order change cancels by the a -> -a symmetry).
+    # The tangent kernel moves O(1) in mean field. In NTK it freezes faster than the
+    # particles move (N^-1/2): the first-order change cancels on average and for ReLU
+    # the kink flips leave ~N^-3/4 (week 5's heuristic). Measured -0.80 to -0.85 over
+    # 4 keys with a slope standard error ~0.05; the bound -0.6 rejects the N^-1/2 rate
+    # of the crude argument by ~2 standard errors and passes the measured slopes.
     kmf = metrics.loglog_slope(WIDTHS, mf_sweep.kernel_change.mean(axis=1))
     kntk = metrics.loglog_slope(NTK_WIDTHS, ntk.kernel_change.mean(axis=1))
     assert abs(kmf.slope) < 0.05 and mf_sweep.kernel_change.mean() > 0.3, kmf
-    assert kntk.slope < -0.4, kntk
+    assert kntk.slope < -0.6, kntk
 
 
 def test_result4_particles_gather_on_the_teacher_neurons():
