@@ -8,17 +8,21 @@ whose halves do touch (the negative control: the header of week 6 before the fix
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 import typst
 
-from coursebuild.inspect_pdf import header_collisions
+from coursebuild.inspect_pdf import header_collisions, tools_missing
+from _needs import require
 
 ROOT = Path(__file__).resolve().parents[1]
 BODY = "#lorem(1200)\n"
-pytestmark = pytest.mark.skipif(shutil.which("pdftotext") is None, reason="needs poppler-utils (tools/setup.sh)")
+
+
+@pytest.fixture(autouse=True)
+def _poppler():
+    require(tools_missing())
 
 
 def compile_pdf(tmp_path: Path, preamble: str) -> Path:

@@ -32,6 +32,7 @@ import pytest
 from coursebuild.inspect_deck import browser_missing, figure_problems, inspect_decks, link_problems
 from coursebuild.inspect_notebook import execution_problems, structure_problems
 from coursebuild.inspect_pdf import inspect_pdf, tools_missing
+from _needs import require
 
 ROOT = Path(__file__).resolve().parents[1]
 WEEKS = sorted(p.name for p in (ROOT / "lectures").glob("[0-9][0-9]-*") if p.is_dir())
@@ -49,9 +50,7 @@ def report(failures: list[str]) -> str:
 def deck_reports(course, visual_summary):
     """Every week's deck inspected in one browser session: {week: DeckReport}."""
     project, _ = course
-    why = browser_missing()
-    if why:
-        pytest.fail(why)
+    require(browser_missing())
     start = time.perf_counter()
     decks = {w: out(project, w) / "lecture.html" for w in WEEKS}
     reports = inspect_decks(project.output_dir, {w: d for w, d in decks.items() if d.exists()},
@@ -78,9 +77,7 @@ def test_deck_in_browser(deck_reports, week, record_property):
 @pytest.mark.parametrize("week", WEEKS)
 def test_handout_pdf(course, week, visual_summary, record_property):
     project, _ = course
-    why = tools_missing()
-    if why:
-        pytest.fail(why)
+    require(tools_missing())
     pdf = out(project, week) / "lecture.pdf"
     assert pdf.exists(), f"{week}: lecture.pdf was not built"
     start = time.perf_counter()

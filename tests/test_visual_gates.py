@@ -27,6 +27,7 @@ import typst
 from coursebuild.inspect_deck import browser_missing, figure_problems, inspect_decks, link_problems
 from coursebuild.inspect_notebook import execution_problems, structure_problems
 from coursebuild.inspect_pdf import figure_caption_problems, inspect_pdf, markup_problems, tools_missing
+from _needs import require
 from coursebuild.render import Project, install_site_libs, render_document
 
 FIXTURE = Path(__file__).parent / "fixtures" / "mini"
@@ -53,8 +54,7 @@ EMPTY = "---\n\n<!-- a slide that holds nothing but a comment -->\n\n"  # pandoc
 
 
 def needs(why: str | None) -> None:
-    if why:
-        pytest.fail(why)
+    require(why)
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
-# Set-up: everything the course needs, pinned, in one command (run from anywhere).
+# Set-up: everything rendering the course needs, pinned, in one command (run from anywhere).
+# It needs Python 3.11 or newer and Node.js with npm, nothing else; it succeeds without root.
+# The tools only the tests need are set up by tools/setup_test_tools.sh (.ci/run calls both).
 #   * a virtual environment .venv with the pinned Python packages (requirements.txt)
 #     and this repository's packages (dlcourse, coursebuild) installed editable;
 #   * reveal.js 5 and KaTeX from the npm registry (package-lock.json), for offline decks;
-#   * Debian packages for the checks: poppler-utils (PDF text, fonts and pages) and chromium
-#     (the browser the deck checks drive; COURSEBUILD_CHROMIUM may name another), when apt-get
-#     is available;
 #   * Quarto, where it can be had (PyPI's quarto-cli); without it the course renders
 #     through the Quarto-free path.
 set -euo pipefail
@@ -21,27 +20,6 @@ echo "== Python packages (.venv)"
 echo "== front-end assets (node_modules)"
 npm ci --no-audit --no-fund --loglevel=error
 
-echo "== system packages"
-need=()
-command -v pdftotext >/dev/null || need+=(poppler-utils)
-[ -x "${COURSEBUILD_CHROMIUM:-/usr/bin/chromium}" ] || need+=(chromium)
-[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
-if [ ${#need[@]} -gt 0 ]; then
-  SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
-  export DEBIAN_FRONTEND=noninteractive
-  if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}" >/dev/null; }; then
-    cat >&2 <<EOF
-setup: could not install ${need[*]} with apt-get (it needs Debian or Ubuntu, and root or sudo).
-  The tests need them: poppler-utils (pdfinfo, pdffonts, pdftotext, pdftoppm) for the handout checks,
-  chromium for the deck checks (driven by the pip package playwright; never run 'playwright install',
-  no browser is downloaded), fonts-dejavu-core for the labels of the contact sheets.
-  Install them by hand (sudo apt-get install ${need[*]}), or set COURSEBUILD_CHROMIUM to the path
-  of another Chromium or Chrome, then run this set-up again.
-EOF
-    exit 1
-  fi
-fi
-
 echo "== Quarto"
 if command -v quarto >/dev/null; then
   echo "quarto $(quarto --version) found: 'python -m coursebuild render' will use it"
@@ -51,4 +29,5 @@ else
   echo "Quarto is not available here (its PyPI package downloads the binary from GitHub);"
   echo "the course renders through the Quarto-free path (Jupyter + pandoc + Typst)."
 fi
+bash tools/setup_test_tools.sh --check
 echo "setup: done"

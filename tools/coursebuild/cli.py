@@ -21,6 +21,11 @@ from .freezer import refresh_freezer
 from .render import Project, install_site_libs, install_static_figures, render_document
 
 
+
+def _under_ci() -> bool:
+    """``CI`` set to anything but empty, 0, false or no (as GitHub Actions and .ci/run do)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
 def _select(project: Project, paths: list[str]) -> list[Path]:
     sources = project.sources()
     if not paths:
@@ -92,6 +97,8 @@ def check_weeks(project: Project, paths: list[str], *, use_cache: bool, render: 
         if (out / "lecture.pdf").exists():
             if tools_missing():
                 print(f"handout checks skipped: {tools_missing()}")
+                if _under_ci():  # CI must never pass without the checks
+                    problems.append(f"{rel}/lecture.pdf: not checked under CI: {tools_missing()}")
             else:
                 rep = inspect_pdf(out / "lecture.pdf", checks / folder.name / "handout")
                 print(f"{rel}/lecture.pdf: {len(rep.pages)} pages; contact sheet in "
@@ -105,6 +112,8 @@ def check_weeks(project: Project, paths: list[str], *, use_cache: bool, render: 
     if decks:
         if browser_missing():
             print(f"deck checks skipped: {browser_missing()}")
+            if _under_ci():
+                problems.append(f"decks not checked under CI: {browser_missing()}")
         else:
             for name, rep in inspect_decks(project.output_dir, decks, checks).items():
                 print(f"{name}/lecture.html: {len(rep.slides)} slides; screenshots and contact sheet in "

@@ -174,7 +174,9 @@ def browser_missing() -> str | None:
     except ImportError:
         return "the Python package 'playwright' is missing: run tools/setup.sh"
     if not os.access(CHROMIUM, os.X_OK):
-        return f"no Chromium at {CHROMIUM}: run tools/setup.sh (apt-get install chromium)"
+        return (f"no Chromium at {CHROMIUM}: run 'bash tools/setup.sh --test-tools' (Debian/Ubuntu: "
+                "apt-get install chromium), or set COURSEBUILD_CHROMIUM to an installed Chrome or Chromium "
+                "(macOS: /Applications/Google Chrome.app/Contents/MacOS/Google Chrome)")
     return None
 
 

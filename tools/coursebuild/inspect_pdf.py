@@ -67,7 +67,10 @@ class PdfReport:
 def tools_missing() -> str | None:
     """Why the PDF checks cannot run here, or None."""
     missing = [t for t in TOOLS if not shutil.which(t)]
-    return f"{', '.join(missing)} missing: run tools/setup.sh (apt-get install poppler-utils)" if missing else None
+    if not missing:
+        return None
+    return (f"{', '.join(missing)} missing: run 'bash tools/setup.sh --test-tools' (Debian/Ubuntu: "
+            "apt-get install poppler-utils; macOS: brew install poppler)")
 
 
 def _run(*cmd: str) -> str:
