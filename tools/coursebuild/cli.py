@@ -72,6 +72,33 @@ def render_without_quarto(project: Project, paths: list[str], *, use_cache: bool
     return 0
 
 
+def slide_pdfs(project: Project, paths: list[str]) -> int:
+    """``slides.pdf`` beside every rendered deck that is newer than its PDF (``slides_pdf``).
+
+    Runs after either render path; without a browser it says so and carries on (a render
+    needs no browser), under CI that is an error."""
+    from .inspect_deck import browser_missing
+    from .slides_pdf import print_slides
+
+    decks = {}
+    for src in _select(project, paths):
+        if src.name != "lecture.qmd":
+            continue
+        deck = project.output_dir / src.parent.relative_to(project.root) / "lecture.html"
+        pdf = deck.parent / "slides.pdf"
+        if deck.exists() and (not pdf.exists() or pdf.stat().st_mtime < deck.stat().st_mtime):
+            decks[src.parent.name] = deck
+    if not decks:
+        return 0
+    why = browser_missing()
+    if why:
+        print(f"slides.pdf skipped: {why}")
+        return 1 if _under_ci() else 0
+    for name, (pdf, slides, seconds) in print_slides(project.output_dir, decks).items():
+        print(f"{os.path.relpath(pdf)}: {slides} slides printed in {seconds:.1f} s", flush=True)
+    return 0
+
+
 def check_weeks(project: Project, paths: list[str], *, use_cache: bool, render: bool = True) -> int:
     """Render the given weeks (unless ``render`` is false: then check what is in the output
     folder, e.g. Quarto's output), then run the deck, handout and notebook checks on them."""
@@ -81,6 +108,7 @@ def check_weeks(project: Project, paths: list[str], *, use_cache: bool, render: 
 
     if render:
         render_without_quarto(project, paths, use_cache=use_cache)
+        slide_pdfs(project, paths)
     folders = sorted({s.parent for s in _select(project, paths)
                       if (s.parent / "lecture.qmd").exists() or (s.parent / "lab.qmd").exists()})
     checks = project.output_dir / "checks"
@@ -193,8 +221,11 @@ def main(argv: list[str] | None = None) -> int:
             print("coursebuild: --quarto given but quarto is not on PATH", file=sys.stderr)
             return 2
         if quarto and not args.quarto_free:
-            return render_with_quarto(project, quarto, args.paths, use_cache=not args.no_cache)
-        return render_without_quarto(project, args.paths, use_cache=not args.no_cache)
+            status = render_with_quarto(project, quarto, args.paths, use_cache=not args.no_cache)
+        else:
+            status = render_without_quarto(project, args.paths, use_cache=not args.no_cache)
+        # Quarto makes no slide PDFs: the same step follows both paths
+        return status or slide_pdfs(project, args.paths)
     except BuildError as exc:
         try:
             shown = exc.path.relative_to(Path(args.project).resolve())

@@ -432,6 +432,25 @@ def _node_bin(project: Project, name: str) -> Path:
     return exe
 
 
+def reveal_print_options(html: str, opts: dict) -> str:
+    """Quarto's reveal.js print options, which pandoc's template lacks, added to ``Reveal.initialize``.
+
+    ``pdf-separate-fragments`` and ``pdf-max-pages-per-slide`` become ``pdfSeparateFragments`` and
+    ``pdfMaxPagesPerSlide`` (quarto-cli src/resources/schema/document-reveal-print.yml).
+    """
+    config = []
+    if "pdf-separate-fragments" in opts:
+        config.append(f"pdfSeparateFragments: {str(bool(opts['pdf-separate-fragments'])).lower()},")
+    if "pdf-max-pages-per-slide" in opts:
+        config.append(f"pdfMaxPagesPerSlide: {int(opts['pdf-max-pages-per-slide'])},")
+    if not config:
+        return html
+    anchor = "Reveal.initialize({"
+    if html.count(anchor) != 1:
+        raise ValueError("the reveal.js template has no single Reveal.initialize({ call")
+    return html.replace(anchor, anchor + "\n        " + " ".join(config), 1)
+
+
 def _finish_notebook(text: str, title: str | None) -> str:
     nb = nbformat.reads(text, as_version=4)
     if title:
@@ -568,6 +587,8 @@ def render_document(project: Project, path: Path, *, use_cache: bool = True, tim
             elif fmt == "ipynb":
                 (stage_dir / out_name).write_text(_finish_notebook(run_pandoc(doc, md, args, stage_dir),
                                                                   res.meta.get("title")))
+            elif fmt == "revealjs":
+                (stage_dir / out_name).write_text(reveal_print_options(run_pandoc(doc, md, args, stage_dir), opts))
             else:
                 (stage_dir / out_name).write_text(run_pandoc(doc, md, args, stage_dir))
             produced.append(out_name)
