@@ -276,8 +276,14 @@ end
 local CALLOUT_TITLES = {
   note = "Note", tip = "Tip", warning = "Warning", important = "Important", caution = "Caution",
 }
+-- Quarto's own callout colours (icon/title colour and background), so that a handout made here
+-- looks like Quarto's: quarto-cli src/resources/filters/modules/constants.lua (kColorNote ...,
+-- kBackgroundColorNote ...), used by src/resources/filters/customnodes/callout.lua for Typst.
 local CALLOUT_COLORS = {
-  note = "#0072B2", tip = "#009E73", warning = "#E69F00", important = "#D55E00", caution = "#CC79A7",
+  note = "#0758E5", tip = "#00A047", warning = "#EB9113", important = "#CC1914", caution = "#FC5300",
+}
+local CALLOUT_BACKGROUNDS = {
+  note = "#dae6fb", tip = "#ccf1e3", warning = "#fcefdc", important = "#f7dddc", caution = "#ffe5d0",
 }
 
 local function callout_kind(div)
@@ -304,7 +310,7 @@ local function render_callout(div)
     local out = pandoc.Blocks({})
     out:insert(pandoc.RawBlock("typst",
       "#block(width: 100%, inset: (x: 10pt, y: 8pt), radius: 3pt, fill: rgb(\"" ..
-      CALLOUT_COLORS[kind] .. "\").lighten(90%), stroke: (left: 3pt + rgb(\"" .. CALLOUT_COLORS[kind] ..
+      CALLOUT_BACKGROUNDS[kind] .. "\"), stroke: (left: 3pt + rgb(\"" .. CALLOUT_COLORS[kind] ..
       "\")))[\n#block(below: 0.7em)[#text(weight: \"bold\", fill: rgb(\"" .. CALLOUT_COLORS[kind] .. "\"))[" .. typst_inlines(title) .. "]]\n"))
     out:extend(content)
     out:insert(pandoc.RawBlock("typst", "]"))
