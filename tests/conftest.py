@@ -35,6 +35,29 @@ def course(pytestconfig):
 
 
 @pytest.fixture(scope="session")
+def slide_pdfs(course, pytestconfig):
+    """Every deck printed to ``slides.pdf`` beside it, as ``coursebuild render`` does after a render:
+    {week folder name: (pdf, slides reveal.js counted)}; empty where no browser is installed (the tests
+    that need the PDFs then skip, or fail under CI)."""
+    from coursebuild.inspect_deck import browser_missing
+    from coursebuild.slides_pdf import print_slides
+
+    project, _ = course
+    if browser_missing():
+        return {}
+    start = time.perf_counter()
+    decks = {}
+    for src in project.sources():
+        deck = project.output_dir / src.parent.relative_to(project.root) / "lecture.html"
+        if src.name == "lecture.qmd" and deck.exists():
+            decks[src.parent.name] = deck
+    printed = print_slides(project.output_dir, decks)
+    pytestconfig.stash.setdefault(VISUAL_SUMMARY, []).append(
+        f"slides.pdf: {len(printed)} decks printed in {time.perf_counter() - start:.1f} s")
+    return {w: (pdf, n) for w, (pdf, n, _) in printed.items()}
+
+
+@pytest.fixture(scope="session")
 def visual_summary(pytestconfig):
     """A list of lines printed at the end of the run under 'visual checks'."""
     return pytestconfig.stash.setdefault(VISUAL_SUMMARY, [])

@@ -32,7 +32,6 @@ import pytest
 from coursebuild.inspect_deck import browser_missing, figure_problems, inspect_decks, link_problems
 from coursebuild.inspect_notebook import execution_problems, structure_problems
 from coursebuild.inspect_pdf import inspect_pdf, tools_missing
-from coursebuild.slides_pdf import print_slides
 from _needs import require
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,21 +112,10 @@ def test_figures_have_caption_and_alt_text(course, week):
     assert not found, report(found)
 
 
-@pytest.fixture(scope="session")
-def slide_pdfs(course, visual_summary):
-    """Every week's ``slides.pdf``, printed from its deck in one browser: {week: (pdf, slides)}."""
-    project, _ = course
-    require(browser_missing())
-    start = time.perf_counter()
-    decks = {w: out(project, w) / "lecture.html" for w in WEEKS}
-    printed = print_slides(project.output_dir, {w: d for w, d in decks.items() if d.exists()})
-    visual_summary.append(f"slides.pdf: {len(printed)} decks printed in {time.perf_counter() - start:.1f} s")
-    return {w: (pdf, n) for w, (pdf, n, _) in printed.items()}
-
-
 @pytest.mark.parametrize("week", WEEKS)
 def test_slides_pdf_has_one_page_per_slide(slide_pdfs, deck_reports, week):
     """The printed deck: one page per slide of the deck the browser walked (fragments together)."""
+    require(browser_missing())
     require(tools_missing())
     assert week in slide_pdfs, f"{week}: slides.pdf was not printed"
     pdf, reveal_count = slide_pdfs[week]
