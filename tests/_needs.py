@@ -8,13 +8,9 @@ without running them, so there the same reason is a failure.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-
-def under_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+from coursebuild.cli import under_ci
 
 
 def require(why: str | None) -> None:

@@ -18,6 +18,13 @@ PyTree = Any
 LossFn = Callable[[PyTree, Any], jax.Array]
 
 
+# For programs compiled once and run once (most lecture experiments): on a CPU, XLA's backend
+# optimization passes then take longer than the program runs. ``jax.jit(f, compiler_options=
+# QUICK_COMPILE)`` skips them; the operations are the same and results agree to float32
+# round-off. Long training loops keep the default, optimizing, passes.
+QUICK_COMPILE = {"xla_backend_optimization_level": 0}
+
+
 class TrainState(NamedTuple):
     """Parameters and optimizer state carried through the scan."""
 

@@ -31,6 +31,8 @@ from matplotlib.patches import Rectangle
 
 from dlcourse import metrics, ntk, plotting, train
 from dlcourse import data as course_data
+from dlcourse.data import normal
+from dlcourse.train import QUICK_COMPILE
 
 DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 """Layouts for ``lax.conv_general_dilated``: images (N, H, W, C), kernels (k, k, C, O)."""
@@ -38,24 +40,9 @@ DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 EPS32 = float(np.finfo(np.float32).eps) / 2
 """The unit round-off u = 2^-24 of float32."""
 
-# Most experiments below are small programs compiled once and run once: on a CPU, XLA's
-# optimization passes then take longer than the program runs, so these skip the backend's
-# optimizations (week 10 does the same). The operations are the same, the results agree to
-# float32 round-off; only the training loop, which runs hundreds of steps, is compiled with
-# the default, optimizing, passes.
-QUICK_COMPILE = {"xla_backend_optimization_level": 0}
-
-
-def normal(key, shape):
-    """``jax.random.normal(key, shape)``, drawn flat and reshaped: the same numbers.
-
-    With jax's default (partitionable) threefry the draw depends only on the
-    flat index of an entry, and XLA's CPU backend compiles the flat draw in a
-    fraction of a second, a multi-dimensional one in up to several seconds.
-    """
-    return jax.random.normal(key, (int(np.prod(shape)),)).reshape(shape)
-
-
+# Random arrays are drawn with the course's flat sampler (dlcourse.data.normal: the same numbers as
+# jax.random.normal, faster to compile); one-off programs skip XLA's optimization passes
+# (dlcourse.train.QUICK_COMPILE), the training loop keeps them.
 normal_now = jax.jit(normal, static_argnums=1, compiler_options=QUICK_COMPILE)
 """``normal`` outside a jitted program: compiled once per shape, quickly."""
 

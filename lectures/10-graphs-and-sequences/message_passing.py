@@ -35,13 +35,9 @@ import numpy as np
 import optax
 
 from dlcourse import plotting
+from dlcourse.train import QUICK_COMPILE
 
 Array = jax.Array
-
-# The experiments are small programs, each compiled once and run once: on a CPU, XLA's
-# compile time then exceeds the run time, so those dominated by compilation skip the
-# backend's optimization passes (the arithmetic, hence every result, is the same).
-QUICK_COMPILE = {"xla_backend_optimization_level": 0}
 
 # --------------------------------------------------------------------------
 # Graphs: adjacency, degree, Laplacians

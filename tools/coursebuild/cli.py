@@ -22,7 +22,7 @@ from .render import Project, install_site_libs, install_static_figures, render_d
 
 
 
-def _under_ci() -> bool:
+def under_ci() -> bool:
     """``CI`` set to anything but empty, 0, false or no (as GitHub Actions and .ci/run do)."""
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
@@ -93,7 +93,7 @@ def slide_pdfs(project: Project, paths: list[str]) -> int:
     why = browser_missing()
     if why:
         print(f"slides.pdf skipped: {why}")
-        return 1 if _under_ci() else 0
+        return 1 if under_ci() else 0
     for name, (pdf, slides, seconds) in print_slides(project.output_dir, decks).items():
         print(f"{os.path.relpath(pdf)}: {slides} slides printed in {seconds:.1f} s", flush=True)
     return 0
@@ -125,7 +125,7 @@ def check_weeks(project: Project, paths: list[str], *, use_cache: bool, render: 
         if (out / "lecture.pdf").exists():
             if tools_missing():
                 print(f"handout checks skipped: {tools_missing()}")
-                if _under_ci():  # CI must never pass without the checks
+                if under_ci():  # CI must never pass without the checks
                     problems.append(f"{rel}/lecture.pdf: not checked under CI: {tools_missing()}")
             else:
                 rep = inspect_pdf(out / "lecture.pdf", checks / folder.name / "handout")
@@ -140,7 +140,7 @@ def check_weeks(project: Project, paths: list[str], *, use_cache: bool, render: 
     if decks:
         if browser_missing():
             print(f"deck checks skipped: {browser_missing()}")
-            if _under_ci():
+            if under_ci():
                 problems.append(f"decks not checked under CI: {browser_missing()}")
         else:
             for name, rep in inspect_decks(project.output_dir, decks, checks).items():
