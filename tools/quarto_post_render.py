@@ -1,12 +1,18 @@
 """Quarto's post-render script (``project: post-render:`` in _quarto.yml).
 
-Puts KaTeX into ``_site/site_libs/katex/``, where the pages' ``html-math-method``
-points, so that the lab pages typeset math with no network (Quarto's HTML format
-otherwise loads KaTeX from a CDN: quarto-cli src/command/render/template.ts).
+Math with no network on the pages Quarto renders (``coursebuild.render.offline_math``):
+
+* KaTeX goes into ``_site/site_libs/katex/``, where the pages' ``html-math-method`` points (Quarto's
+  HTML format otherwise loads KaTeX from a CDN: quarto-cli src/command/render/template.ts);
+* MathJax 2.7.9, the release Quarto's decks load from a CDN (src/format/reveal/format-reveal.ts),
+  goes into ``_site/site_libs/mathjax/`` and every deck's math plugin is pointed at it (Quarto's
+  option schema offers no math option for presentations).
+
+Quarto runs this after every project render (https://quarto.org/docs/projects/scripts.html).
 """
 
 from pathlib import Path
 
-from coursebuild.render import Project, install_katex
+from coursebuild.render import Project, offline_math
 
-install_katex(Project.load(Path(__file__).resolve().parents[1]))
+offline_math(Project.load(Path(__file__).resolve().parents[1]))

@@ -4,7 +4,7 @@
 # The tools only the tests need are set up by tools/setup_test_tools.sh (.ci/run calls both).
 #   * a virtual environment .venv with the pinned Python packages (requirements.txt)
 #     and this repository's packages (dlcourse, coursebuild) installed editable;
-#   * reveal.js 5 and KaTeX from the npm registry (package-lock.json), for offline decks;
+#   * reveal.js 5, KaTeX and MathJax 2 (for Quarto's decks) from the npm registry (package-lock.json), offline math;
 #   * Quarto, where it can be had (PyPI's quarto-cli); without it the course renders
 #     through the Quarto-free path.
 set -euo pipefail

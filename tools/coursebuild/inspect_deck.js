@@ -2,8 +2,10 @@
 // inspect_deck.py (page.evaluate) and returns one record per slide.
 window.__inspect = (() => {
   const NOT_CONTENT = 'aside.notes, script, style, .reveal-footer, .footer';
-  const ATOMIC = '.katex, .katex-error, svg, math';          // measured as one box
-  const NO_TEXT = 'pre, code, script, style, aside.notes, .katex, .katex-error, span.math, div.math';
+  // typeset math: KaTeX (the Quarto-free decks) or MathJax 2 (Quarto's decks, tools/quarto_post_render.py)
+  const TYPESET = '.katex, .katex-error, .MathJax, .MathJax_Display';
+  const ATOMIC = TYPESET + ', svg, math';          // measured as one box
+  const NO_TEXT = 'pre, code, script, style, aside.notes, span.math, div.math, .MathJax_Preview, ' + TYPESET;
   const RAW = /\$\$|\\\(|\\\[|\\frac|\\begin\{/;
   const TOL = 2;  // px: sub-pixel rounding, and inline math in a heading whose box pokes 1 px above its line
   const sleep = ms => new Promise(r => setTimeout(r, ms));
@@ -12,7 +14,7 @@ window.__inspect = (() => {
   const short = (s, n = 60) => (s || '').replace(/\s+/g, ' ').trim().slice(0, n);
   const text = el => {                   // the text a reader sees: without KaTeX's hidden MathML copy
     const out = [], tw = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
-    while (tw.nextNode()) if (!tw.currentNode.parentElement.closest('.katex-mathml')) out.push(tw.currentNode.data);
+    while (tw.nextNode()) if (!tw.currentNode.parentElement.closest('.katex-mathml, .MJX_Assistive_MathML')) out.push(tw.currentNode.data);
     return out.join('');
   };
   const describe = el => el.tagName.toLowerCase() + (typeof el.className === 'string' && el.className.trim()
@@ -61,9 +63,11 @@ window.__inspect = (() => {
   function math(sec) {
     const errors = [...sec.querySelectorAll('.katex-error')].map(e => short(e.getAttribute('title') || e.textContent, 100))
       .concat([...sec.querySelectorAll('.katex-mathml mstyle[mathcolor="#cc0000"] > mtext')]  // KaTeX's red \name
-        .filter(t => /^\\[A-Za-z]+$/.test(t.textContent.trim())).map(t => 'undefined macro ' + t.textContent.trim()));
+        .filter(t => /^\\[A-Za-z]+$/.test(t.textContent.trim())).map(t => 'undefined macro ' + t.textContent.trim()))
+      .concat([...sec.querySelectorAll('.MathJax .merror, .MathJax .noError, .MathJax_Display .merror')]  // MathJax's
+        .map(e => 'MathJax: ' + short(e.getAttribute('title') || e.textContent, 100)));
     const untypeset = [...sec.querySelectorAll('span.math, div.math')]
-      .filter(m => !m.querySelector('.katex, .katex-error')).map(m => short(m.textContent));
+      .filter(m => !m.closest(TYPESET) && !m.querySelector(TYPESET)).map(m => short(m.textContent));
     const raw = [], tw = document.createTreeWalker(sec, NodeFilter.SHOW_TEXT);
     while (tw.nextNode()) {
       const t = tw.currentNode;
@@ -96,7 +100,7 @@ window.__inspect = (() => {
     Reveal.layout();
     await frames();
     const hiddenFragments = sec.querySelectorAll('.fragment:not(.visible)').length;
-    const empty = !sec.innerText.trim() && !sec.querySelector('img, svg, canvas, video, iframe, .katex')
+    const empty = !sec.innerText.trim() && !sec.querySelector('img, svg, canvas, video, iframe, ' + TYPESET)
       && !Object.keys(sec.dataset).some(k => k.startsWith('background'));
     return Object.assign({fragments: frags.length, hidden_fragments: hiddenFragments, empty}, img, math(sec), overflow(sec));
   }
@@ -114,5 +118,22 @@ window.__inspect = (() => {
     }
     return out;
   }
-  return {slides, visit, usedBy};
+  // MathJax 2 typesets after the deck has started: reveal.js's math plugin loads it, then queues a
+  // typeset of the whole deck. Resolves true when every formula is typeset (at once for KaTeX, which
+  // renders at load, and for decks without MathJax), false if that has not happened within ms.
+  async function typeset(ms) {
+    const cfg = Reveal.getConfig(), end = Date.now() + ms;
+    if (!window.MathJax && !(cfg.math && cfg.math.mathjax) && !cfg.mathjax2) return true;
+    const pending = () => [...document.querySelectorAll('.reveal span.math, .reveal div.math')]
+      .some(m => !m.closest(TYPESET) && !m.querySelector(TYPESET));  // MathJax's own spans are span.math too
+    while (Date.now() < end) {
+      if (window.MathJax && MathJax.Hub && MathJax.Hub.Queue) {
+        if (!(await within(new Promise(r => MathJax.Hub.Queue(r)), end - Date.now()))) return false;
+        if (!pending()) return true;
+      }
+      await sleep(100);
+    }
+    return false;
+  }
+  return {slides, visit, usedBy, typeset};
 })();

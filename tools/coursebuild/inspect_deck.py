@@ -14,8 +14,9 @@ each with all its fragments. On every slide it measures
   count; the ancestor's own box does. Speaker notes and the fixed footer are
   not slide content;
 * math: KaTeX errors (``.katex-error`` for a formula KaTeX cannot parse, and
-  the red ``\\name`` it draws for an undefined macro), a ``span.math`` KaTeX did
-  not typeset, raw ``$$``, ``\\(``, ``\\[``, ``\\frac``, ``\\begin{`` left in the
+  the red ``\\name`` it draws for an undefined macro) or MathJax's (``merror``), a
+  ``span.math`` neither typeset (MathJax, which Quarto's decks use, is waited
+  for), raw ``$$``, ``\\(``, ``\\[``, ``\\frac``, ``\\begin{`` left in the
   text outside code, notes and math;
 * an empty slide: no visible text, image or math (e.g. a stray HTML comment
   before the first heading makes pandoc open an untitled slide);
@@ -289,6 +290,8 @@ def _walk(page, origin: str, root: Path, deck: Path, rep: DeckReport, state: dic
     page.add_style_tag(content=NO_ANIMATION)
     page.evaluate("() => Reveal.configure({transition: 'none', backgroundTransition: 'none', autoSlide: 0})")
     page.evaluate(JS)
+    if not page.evaluate("ms => __inspect.typeset(ms)", int(timeout * 1000)):
+        rep.problems.append("MathJax did not finish typesetting the deck (not loaded, or a formula it cannot typeset)")
     shots = None
     if out_dir is not None:
         shots = Path(out_dir) / rep.name

@@ -650,6 +650,57 @@ def install_katex(project: Project) -> None:
     _copy_tree(nm / "katex" / "dist" / "fonts", katex / "fonts")
 
 
+# MathJax 2 for the decks Quarto renders. Quarto's revealjs format sets pandoc's math method to
+# MathJax 2.7.9 from a CDN (quarto-cli src/format/reveal/format-reveal.ts, revealjsFormat(): the
+# html-math-method default), and its deck template hands that URL to reveal.js's math plugin
+# (src/resources/formats/revealjs/pandoc/template.html: ``math: { mathjax: '$mathjaxurl$', ...}``).
+# Quarto's option schema tags html-math-method for HTML documents only (document-options.yml), so
+# the project cannot set it for decks; the post-render script instead installs the same MathJax
+# release from npm beside the pages and points each deck's math plugin at it.
+MATHJAX_PARTS = ("MathJax.js", "config/TeX-AMS_HTML-full.js", "extensions", "jax/input/TeX", "jax/element",
+                 "jax/output/HTML-CSS/jax.js", "jax/output/HTML-CSS/config.js", "jax/output/HTML-CSS/imageFonts.js",
+                 "jax/output/HTML-CSS/autoload", "jax/output/HTML-CSS/fonts/TeX", "fonts/HTML-CSS/TeX/woff",
+                 "fonts/HTML-CSS/TeX/otf", "localization/en")
+_REVEAL_MATHJAX = re.compile(r"(math:\s*\{\s*mathjax:\s*')(https?://[^']*/MathJax\.js)(')")
+
+
+def install_mathjax(project: Project) -> Path:
+    """MathJax 2 (from node_modules, the release Quarto's decks load) in ``site_libs/mathjax/``: the
+    TeX input, the HTML-CSS output with its TeX fonts and the extensions Quarto's configuration
+    (``TeX-AMS_HTML-full``) loads."""
+    src = _node_modules(project) / "mathjax"
+    if not (src / "MathJax.js").exists():
+        raise BuildError(project.root / "package.json", 1, "missing mathjax: run the set-up command (npm ci)")
+    dst = project.output_dir / "site_libs" / "mathjax"
+    for part in MATHJAX_PARTS:
+        if (src / part).is_dir():
+            _copy_tree(src / part, dst / part)
+        else:
+            (dst / part).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src / part, dst / part)
+    return dst / "MathJax.js"
+
+
+def localize_deck_mathjax(deck: Path, mathjax: Path) -> bool:
+    """Point a Quarto deck's math plugin at the local ``mathjax`` instead of the CDN.
+
+    Returns whether the deck loaded MathJax from a remote URL (and now does not)."""
+    html = deck.read_text(encoding="utf-8")
+    local = _rel(mathjax, deck.parent)
+    new, n = _REVEAL_MATHJAX.subn(lambda m: m.group(1) + local + m.group(3), html)
+    if n:
+        _write_atomic(deck, new)
+    return bool(n)
+
+
+def offline_math(project: Project) -> list[Path]:
+    """What Quarto's post-render script does (tools/quarto_post_render.py): KaTeX and MathJax beside
+    the pages, and every deck under ``lectures/`` pointed at the local MathJax. Returns the decks changed."""
+    install_katex(project)
+    mathjax = install_mathjax(project)
+    return [p for p in sorted(project.output_dir.glob("lectures/*/*.html")) if localize_deck_mathjax(p, mathjax)]
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")

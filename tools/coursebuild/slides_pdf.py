@@ -16,14 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from .inspect_deck import CHROMIUM, LAUNCH_ARGS, LocalServer, browser_missing
+from .inspect_deck import CHROMIUM, JS, LAUNCH_ARGS, LocalServer, browser_missing
 
-# typesetting must be finished before printing: KaTeX renders synchronously at load, MathJax
-# (Quarto's default) signals with its startup promise
+# typesetting must be finished before printing: KaTeX renders at load, MathJax 2 (Quarto's decks)
+# typesets after reveal.js starts; inspect_deck.js's typeset() waits for either
 READY = """() => new Promise(resolve => {
-  const done = () => (window.MathJax && MathJax.startup && MathJax.startup.promise
-                      ? MathJax.startup.promise.then(() => resolve(true)) : resolve(true));
-  if (window.Reveal && Reveal.isReady()) done(); else Reveal.on('ready', done);
+  if (window.Reveal && Reveal.isReady()) resolve(true); else Reveal.on('ready', () => resolve(true));
 })"""
 
 
@@ -58,6 +56,9 @@ def print_slides(root: Path, decks: dict[str, Path], *, timeout: float = 60.0) -
                 page.set_default_timeout(timeout * 1000)
                 page.goto(f"{server.origin}/{deck.relative_to(root).as_posix()}?print-pdf", wait_until="load")
                 page.evaluate(READY)
+                page.evaluate(JS)
+                if not page.evaluate("ms => __inspect.typeset(ms)", int(timeout * 1000)):
+                    raise RuntimeError(f"{deck}: MathJax did not finish typesetting; not printed")
                 page.wait_for_timeout(300)  # reveal.js lays out print pages after 'ready'
                 slides = int(page.evaluate("Reveal.getTotalSlides()"))
                 target = deck.parent / "slides.pdf"
