@@ -116,3 +116,37 @@ def test_execution_cost_is_reported(course, record_property):
     for src, r in rendered.items():
         if r.executed is not None and r.executed.cpu_seconds is not None:
             record_property(str(src.relative_to(ROOT)), round(r.executed.cpu_seconds, 1))
+
+
+def test_ledger_lists_every_verified_result(course):
+    """The ledger page has one row per verify(...) call of every lecture, each linking to a slide
+    that exists in its deck and to a section of the handout that exists in its PDF."""
+    from dlcourse.ledger import CALL
+
+    project, _ = course
+    ledger = project.output_dir / "ledger.html"
+    html = ledger.read_text(encoding="utf-8")
+    ids = [i for w in WEEKS for i in CALL.findall((w / "lecture.qmd").read_text(encoding="utf-8"))]
+    assert len(ids) == len(set(ids)), "verified-result ids must be unique"
+    assert len(ids) >= 5 * 5, f"{len(ids)} verified results"
+    for i in ids:
+        assert f"<code>{i}</code>" in html, f"ledger lacks {i}"
+    assert html.count("✓ pass") == len(ids) and "✗ FAIL" not in html
+    slides = re.findall(r'href="(lectures/[^"#]+/lecture\.html)#/([^"]+)"', html)
+    notes = re.findall(r'href="(lectures/[^"#]+/lecture\.pdf)#([^"]+)"', html)
+    assert len(slides) == len(ids) and len(notes) == len(ids)
+    decks, dests = {}, {}
+    for deck, sec in slides:
+        text = decks.setdefault(deck, (ledger.parent / deck).read_text(encoding="utf-8"))
+        assert f'<section id="{sec}"' in text, f"{deck}#/{sec}: no such slide"
+    for pdf, sec in notes:
+        if pdf not in dests:
+            out = subprocess.run(["pdfinfo", "-dests", str(ledger.parent / pdf)], capture_output=True,
+                                 text=True, check=True).stdout
+            dests[pdf] = set(re.findall(r'"([^"]+)"\s*$', out, re.M))
+        assert sec in dests[pdf], f"{pdf}#{sec}: no such destination in the handout"
+    index = parse(project.output_dir / "index.html").links
+    assert "ledger.html" in index
+    for w in WEEKS:
+        if CALL.search((w / "lecture.qmd").read_text(encoding="utf-8")):
+            assert f"ledger.html#{w.name}" in index, f"home page lacks the count of {w.name}"

@@ -9,10 +9,13 @@ cells, at lecture size, with the numbers that draw the figure::
 
 The call compares the two numbers by ``rule`` and
 
-* emits the record as display data of type :data:`MIME` (nothing is shown on
-  the slide or page); the render collects these records from the executed
-  notebooks into the course's ledger page, so the ledger always holds the
-  numbers the students see;
+* saves the record as ``_ledger/<id>.json`` in the project (the folder holding
+  ``_quarto.yml``, found from the kernel's working directory, which both render
+  paths set to the source's folder) and emits it as display data of type
+  :data:`MIME` (nothing is shown on the slide or page), from which the
+  Quarto-free path re-saves it when the cells come from its cache. The ledger
+  page (``ledger.qmd``) is built from these files by :func:`collect`, so it
+  always holds the numbers that drew the figures the students see;
 * raises :class:`VerificationError` when the measurement is outside its
   tolerance, which stops the render at the line of the call: every full-size
   figure checks itself.
@@ -23,10 +26,17 @@ size, by calling the experiment functions directly.
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import asdict, dataclass
+import os
+import re
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 MIME = "application/vnd.dlcourse.verified+json"
+LEDGER_DIR = "_ledger"  # in the project root; a build product, never committed
+# a verified result in a lecture source: verify("w05-...", ...)
+CALL = re.compile(r"""\bverify\(\s*["'](w\d\d-[A-Za-z0-9-]+)["']""")
 RULES = {
     "abs": "|measured − theory| ≤ tol",
     "rel": "|measured − theory| ≤ tol · |theory|",
@@ -118,6 +128,9 @@ def verify(
 
         if get_ipython() is not None:
             display({MIME: asdict(record)}, raw=True)
+            root = project_root(Path.cwd())
+            if root is not None:
+                save(record, root)
     except ImportError:  # pragma: no cover - IPython is a course dependency
         pass
     if not record.passed:
@@ -126,3 +139,112 @@ def verify(
             f"not within {RULES[rule].replace('tol', f'{tol:g}')} ({why})"
         )
     return record
+
+
+def project_root(start: Path) -> Path | None:
+    """The nearest folder at or above ``start`` that holds ``_quarto.yml``."""
+    for folder in (start, *start.parents):
+        if (folder / "_quarto.yml").exists():
+            return folder
+    return None
+
+
+def save(record: Verified | dict, root: Path) -> Path:
+    """Write one record to ``root/_ledger/<id>.json`` (atomically: a reader never sees half a file)."""
+    data = asdict(record) if isinstance(record, Verified) else dict(record)
+    folder = Path(root) / LEDGER_DIR
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{data['id']}.json"
+    tmp = folder / f".{data['id']}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+@dataclass(frozen=True)
+class Row:
+    """A ledger row: the record and where it lives (source file, line of the call)."""
+
+    record: Verified
+    source: Path
+    line: int
+
+
+def collect(root: Path, sources: list[Path]) -> list[Row]:
+    """The records of every ``verify("id", ...)`` call in ``sources``, in source order.
+
+    Raises:
+        FileNotFoundError: a call has no saved record (its source has not been rendered), naming
+            ``file:line`` of the call; records of ids no source calls any more are ignored.
+    """
+    names = {f.name for f in fields(Verified)}
+    rows = []
+    for src in sources:
+        text = Path(src).read_text(encoding="utf-8")
+        for m in CALL.finditer(text):
+            line = text.count("\n", 0, m.start()) + 1
+            path = Path(root) / LEDGER_DIR / f"{m.group(1)}.json"
+            if not path.exists():
+                raise FileNotFoundError(f"{src}:{line}: no record of {m.group(1)}: render this lecture first")
+            data = json.loads(path.read_text(encoding="utf-8"))
+            rows.append(Row(Verified(**{k: data[k] for k in names}), Path(src), line))
+    return rows
+
+
+def _cell(text: str) -> str:
+    """Markdown for a pipe-table cell: a bar inside math becomes ``\\vert{}`` (``\\|`` becomes ``\\Vert{}``),
+    a bar in text is escaped, so that no bar splits the cell."""
+    parts = text.split("$")
+    for k, part in enumerate(parts):
+        if k % 2:  # math
+            parts[k] = part.replace(r"\|", r"\Vert{}").replace("|", r"\vert{}")
+        else:
+            parts[k] = part.replace("|", r"\|")
+    return "$".join(parts).replace("\n", " ")
+
+
+def _number(x: float) -> str:
+    return f"{x:.4g}" if x == x else "nan"
+
+
+def tolerance(record: Verified) -> str:
+    """The rule with its tolerance written in, e.g. ``|m − t| ≤ 0.02·|t|``."""
+    t = _number(record.tol)
+    return {
+        "abs": f"$\\vert m - t\\vert \\le {t}$",
+        "rel": f"$\\vert m - t\\vert \\le {t}\\,\\vert t\\vert$",
+        "at_most": f"$m \\le t + {t}$",
+        "at_least": f"$m \\ge t - {t}$",
+    }[record.rule]
+
+
+def ledger_markdown(rows: list[Row], root: Path) -> str:
+    """The ledger as Markdown: one table per week, each row with the claim, theory value ``t``,
+    measured value ``m``, the tolerance and its origin, pass or fail, and links to the slide
+    (``lecture.html#/sec-...``) and the handout section (``lecture.pdf#sec-...``, Typst's named
+    destination for the heading's label)."""
+    out = []
+    week = None
+    for row in rows:
+        folder = row.source.parent.relative_to(root).as_posix()
+        if folder != week:
+            week = folder
+            n = sum(1 for r in rows if r.source.parent == row.source.parent)
+            title = _front_title(row.source)
+            out += ["", f"## {title} {{#{row.source.parent.name}}}", "",
+                    f"{n} verified results · [slides]({folder}/lecture.html) · [notes]({folder}/lecture.pdf) · "
+                    f"[lab]({folder}/lab.html)", "",
+                    "| Result | Theory $t$ | Measured $m$ | Tolerance | Where the tolerance comes from | | See |",
+                    "|:---|---:|---:|:---|:---|:--:|:---|"]
+        r = row.record
+        status = "✓ pass" if r.passed else "✗ FAIL"
+        out.append(f"| {_cell(r.claim)} <br>[`{r.id}`]{{.ledger-id}} | {_number(r.theory)} | {_number(r.measured)} | "
+                   f"{tolerance(r)} | {_cell(r.why)} | {status} | "
+                   f"[slide]({folder}/lecture.html#/{r.section}), [notes]({folder}/lecture.pdf#{r.section}) |")
+    return "\n".join(out) + "\n"
+
+
+def _front_title(source: Path) -> str:
+    text = source.read_text(encoding="utf-8")
+    m = re.search(r'^title:\s*"?(.*?)"?\s*$', text, re.M)
+    return m.group(1) if m else source.parent.name

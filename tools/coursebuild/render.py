@@ -533,6 +533,16 @@ def _swap_into_place(staged: Path, final: Path) -> None:
         os.replace(staged, final)
 
 
+def _save_verified(project: Project, executed: Executed) -> None:
+    from dlcourse.ledger import MIME, save
+
+    for outs in executed.outputs.values():
+        for out in outs:
+            record = out.get("data", {}).get(MIME) if out.get("output_type") == "display_data" else None
+            if record:
+                save(record, project.root)
+
+
 def render_document(project: Project, path: Path, *, use_cache: bool = True, timeout: int = 900) -> Rendered:
     start = time.perf_counter()
     doc = read_qmd(path)
@@ -555,6 +565,8 @@ def render_document(project: Project, path: Path, *, use_cache: bool = True, tim
         # folders) re-executes at every render, as in Quarto
         use_cache=use_cache and res.execute.get("freeze", "auto") is not False,
     )
+    # verified results: the kernel saved them as it ran; cells from the cache re-save theirs
+    _save_verified(project, executed)
     final_dir = project.output_path(doc.path, "html").parent
     stem = doc.path.stem
     project.output_dir.mkdir(parents=True, exist_ok=True)
