@@ -150,3 +150,49 @@ def test_ledger_lists_every_verified_result(course):
     for w in WEEKS:
         if CALL.search((w / "lecture.qmd").read_text(encoding="utf-8")):
             assert f"ledger.html#{w.name}" in index, f"home page lacks the count of {w.name}"
+
+
+def _search(page, origin: str, query: str) -> list[tuple[str, str]]:
+    """Type ``query`` into the home page's search box: (link, excerpt HTML) of each result shown."""
+    page.goto(f"{origin}/index.html", wait_until="load")
+    page.fill("#search input", query)
+    page.wait_for_selector(".pagefind-ui__message", timeout=15000)
+    page.wait_for_function("() => /result/.test(document.querySelector('.pagefind-ui__message').textContent)",
+                           timeout=15000)
+    page.wait_for_timeout(1000)  # results are drawn one by one after the count is shown
+    return page.eval_on_selector_all(
+        ".pagefind-ui__result",
+        "els => els.map(e => [e.querySelector('.pagefind-ui__result-link').href,"
+        " (e.querySelector('.pagefind-ui__result-excerpt') || {}).innerHTML || ''])")
+
+
+def test_search_finds_a_known_phrase_offline(course):
+    """Pagefind's index and UI, built after the render, find 'tangent kernel' in week 5's deck and
+    lab from the home page's search box, in a browser that can reach no other host; a word that is
+    nowhere in the course finds nothing (negative control)."""
+    from coursebuild.inspect_deck import CHROMIUM, LAUNCH_ARGS, LocalServer, browser_missing
+    from coursebuild.search import build_search_index
+
+    project, _ = course
+    require(browser_missing())
+    pages, _ = build_search_index(project.output_dir)
+    sources = [s for s in project.sources() if s.suffix == ".qmd"]
+    assert pages == len(sources), f"{pages} pages indexed for {len(sources)} HTML pages"
+    from playwright.sync_api import sync_playwright
+
+    remote = []
+    with LocalServer(project.output_dir) as server, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        ctx = browser.new_context()
+        ctx.route(lambda url: not url.startswith(server.origin), lambda r: (remote.append(r.request.url), r.abort()))
+        page = ctx.new_page()
+        found = _search(page, server.origin, "tangent kernel")
+        nothing = _search(page, server.origin, "zyxwvutsrq")
+        browser.close()
+    assert remote == []
+    # Pagefind also shows loose (prefix) matches; a hit is a result whose excerpt marks the words
+    week5 = "lectures/05-neural-tangent-kernel/"
+    hits = [u for u, ex in found if re.search(r"<mark>\W*tangent", ex, re.I)]
+    assert any(week5 + "lecture.html" in u for u in hits), found
+    assert any(week5 + "lab.html" in u for u in hits), found
+    assert not [u for u, ex in nothing if re.search(r"<mark>\W*zyxwvutsrq", ex, re.I)], nothing

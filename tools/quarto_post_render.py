@@ -6,7 +6,8 @@ Math with no network on the pages Quarto renders (``coursebuild.render.offline_m
   HTML format otherwise loads KaTeX from a CDN: quarto-cli src/command/render/template.ts);
 * MathJax 2.7.9, the release Quarto's decks load from a CDN (src/format/reveal/format-reveal.ts),
   goes into ``_site/site_libs/mathjax/`` and every deck's math plugin is pointed at it (Quarto's
-  option schema offers no math option for presentations).
+  option schema offers no math option for presentations);
+* the full-text search index (Pagefind) into ``_site/pagefind/`` (``coursebuild.search``).
 
 Quarto runs this after every project render (https://quarto.org/docs/projects/scripts.html).
 """
@@ -14,5 +15,8 @@ Quarto runs this after every project render (https://quarto.org/docs/projects/sc
 from pathlib import Path
 
 from coursebuild.render import Project, offline_math
+from coursebuild.search import build_search_index
 
-offline_math(Project.load(Path(__file__).resolve().parents[1]))
+project = Project.load(Path(__file__).resolve().parents[1])
+offline_math(project)
+build_search_index(project.output_dir)

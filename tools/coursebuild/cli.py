@@ -99,6 +99,17 @@ def slide_pdfs(project: Project, paths: list[str]) -> int:
     return 0
 
 
+def search_index(project: Project) -> int:
+    """The site's full-text search index (``coursebuild.search``), rebuilt after a render."""
+    from .search import build_search_index
+
+    if not (project.output_dir / "index.html").exists():
+        return 0
+    pages, seconds = build_search_index(project.output_dir)
+    print(f"search: {pages} pages indexed in {seconds:.1f} s ({os.path.relpath(project.output_dir)}/pagefind/)")
+    return 0
+
+
 def check_weeks(project: Project, paths: list[str], *, use_cache: bool, render: bool = True) -> int:
     """Render the given weeks (unless ``render`` is false: then check what is in the output
     folder, e.g. Quarto's output), then run the deck, handout and notebook checks on them."""
@@ -224,8 +235,9 @@ def main(argv: list[str] | None = None) -> int:
             status = render_with_quarto(project, quarto, args.paths, use_cache=not args.no_cache)
         else:
             status = render_without_quarto(project, args.paths, use_cache=not args.no_cache)
-        # Quarto makes no slide PDFs: the same step follows both paths
-        return status or slide_pdfs(project, args.paths)
+        # Quarto makes no slide PDFs: the same step follows both paths; the search index is
+        # rebuilt (about a second) so that it holds what was just rendered
+        return status or slide_pdfs(project, args.paths) or search_index(project)
     except BuildError as exc:
         try:
             shown = exc.path.relative_to(Path(args.project).resolve())
