@@ -23,6 +23,7 @@ end of the run under "visual checks" (and stored with ``record_property``).
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -143,3 +144,99 @@ def test_no_notebook_is_tracked():
     assert tracked == [], f"notebooks tracked by git: {tracked}"
     ignored = subprocess.run(["git", "check-ignore", "-q", "lectures/01-x/lab.ipynb"], cwd=ROOT, timeout=60)
     assert ignored.returncode == 0, ".gitignore must ignore *.ipynb"
+
+
+def chalkboard_session(root: Path, deck: Path, saved: Path) -> dict:
+    """Use the lecturer's pen in a browser that can reach no other host: draw on the slide (C),
+    open the board (B), save the drawings (the plugin's getData(), what D downloads) to ``saved``,
+    reload the deck with ``src:`` pointing at them, and open the speaker view (S)."""
+    from playwright.sync_api import sync_playwright
+
+    from coursebuild.inspect_deck import CHROMIUM, LAUNCH_ARGS, LocalServer
+
+    out = {"remote": [], "errors": []}
+    with LocalServer(root) as server, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        ctx = browser.new_context(viewport={"width": 1280, "height": 720})
+        ctx.route(lambda u: not u.startswith(server.origin), lambda r: (out["remote"].append(r.request.url), r.abort()))
+        page = ctx.new_page()
+        page.on("pageerror", lambda e: out["errors"].append(str(e)))
+        url = f"{server.origin}/{deck.relative_to(root).as_posix()}"
+        page.goto(url + "#/1", wait_until="load")
+        page.wait_for_function("() => window.Reveal && Reveal.isReady()")
+        out["plugin"] = page.evaluate("() => Reveal.hasPlugin('RevealChalkboard')")
+        if out["plugin"]:  # the plugin builds its canvases after reveal.js is ready
+            page.wait_for_function("() => document.getElementById('chalkboard')")
+        if not out["plugin"]:
+            browser.close()
+            return out
+        page.keyboard.press("c")
+        page.mouse.move(400, 300)
+        page.mouse.down()
+        for k in range(1, 11):
+            page.mouse.move(400 + 20 * k, 300 + 10 * k)
+        page.mouse.up()
+        page.keyboard.press("c")
+        data = page.evaluate("() => RevealChalkboard.getData()")
+        out["strokes"] = sum(len(s["events"]) for slide in json.loads(data) for s in slide["data"])
+        board = "() => getComputedStyle(document.getElementById('chalkboard')).visibility"
+        page.keyboard.press("b")
+        try:
+            page.wait_for_function(f"() => ({board})() === 'visible'", timeout=5000)
+        except Exception:
+            pass
+        out["board_visible"] = page.evaluate(board)
+        page.evaluate(f"() => ({board})() === 'visible' && RevealChalkboard.toggleChalkboard()")  # close it
+        saved.write_text(data)
+        with page.expect_popup(timeout=15000) as popup:
+            page.keyboard.press("s")
+        view = popup.value
+        view.wait_for_selector(".speaker-controls-time", timeout=15000)  # the speaker view started
+        out["speaker_view"] = True
+        view.close()
+        # reload: the same deck told to read the saved drawings (what `chalkboard: src:` writes)
+        html = deck.read_text(encoding="utf-8")
+        assert html.count("chalkboard: {") == 1
+        reloaded = deck.with_name(".chalkboard-reload.html")
+        reloaded.write_text(html.replace("chalkboard: {", f'chalkboard: {{"src": "{saved.name}", ', 1))
+        page.goto(f"{server.origin}/{reloaded.relative_to(root).as_posix()}#/1", wait_until="load")
+        page.wait_for_function("() => window.Reveal && Reveal.isReady()")
+        page.wait_for_timeout(1000)
+        again = page.evaluate("() => RevealChalkboard.getData()")
+        out["reloaded"] = sum(len(s["events"]) for slide in json.loads(again) for s in slide["data"])
+        reloaded.unlink()
+        browser.close()
+    return out
+
+
+def test_chalkboard_draws_saves_and_reloads_offline(course, tmp_path):
+    """The chalkboard (``chalkboard:`` in _quarto.yml) loads in every deck with no network; on the
+    week 5 deck a stroke drawn with the pen is saved and comes back on reload, the board opens and
+    the speaker view still works. Negative control: a deck rendered without the option has no pen."""
+    require(browser_missing())
+    project, _ = course
+    from coursebuild.render import reveal_chalkboard
+
+    deck = project.output_dir / "lectures" / "05-neural-tangent-kernel" / "lecture.html"
+    for w in WEEKS:
+        assert "RevealChalkboard," in out(project, w).joinpath("lecture.html").read_text(encoding="utf-8"), w
+    saved = deck.with_name(".chalkboard-test.json")
+    try:
+        s = chalkboard_session(project.output_dir, deck, saved)
+    finally:
+        saved.unlink(missing_ok=True)
+    assert s["remote"] == [] and s["errors"] == [], s
+    assert s["plugin"] is True and s["board_visible"] == "visible" and s["speaker_view"]
+    assert s["strokes"] > 5 and s["reloaded"] == s["strokes"], s
+    # negative control: the same deck without the plugin registered has no pen
+    html = deck.read_text(encoding="utf-8")
+    plain = deck.with_name(".no-pen.html")
+    plain.write_text(html.replace("RevealChalkboard,", ""))
+    try:
+        assert chalkboard_session(project.output_dir, plain, saved)["plugin"] is False
+    finally:
+        plain.unlink()
+    assert reveal_chalkboard("<head></head>", {}, "x") == "<head></head>"  # no option, nothing added
+    assert '"src": "ink.json"' in reveal_chalkboard(
+        "<head></head><script>Reveal.initialize({ plugins: [ ] })</script>",
+        {"chalkboard": {"src": "ink.json", "buttons": False}}, "lib")

@@ -451,6 +451,37 @@ def reveal_print_options(html: str, opts: dict) -> str:
     return html.replace(anchor, anchor + "\n        " + " ".join(config), 1)
 
 
+# Quarto's ``chalkboard`` options (quarto-cli src/resources/schema/document-reveal-tools.yml) as the
+# plugin's own configuration keys (reveal.js-plugins chalkboard/plugin.js, configure()); Quarto
+# turns the kebab-case names into these (src/format/reveal/format-reveal-plugin.ts)
+CHALKBOARD_KEYS = {"theme": "theme", "boardmarker-width": "boardmarkerWidth", "chalk-width": "chalkWidth",
+                   "src": "src", "read-only": "readOnly", "transition": "transition"}
+
+
+def reveal_chalkboard(html: str, opts: dict, plugin_url: str) -> str:
+    """Quarto's reveal.js chalkboard (``chalkboard:``) on the Quarto-free path: the same plugin
+    (rajgoel's reveal.js-plugins, which Quarto bundles: src/resources/formats/revealjs/plugins/
+    chalkboard) loaded from ``plugin_url``, configured from the same options, registered with
+    reveal.js. ``buttons`` are Quarto's own controls (its support plugin draws them with Font
+    Awesome), so they exist only under Quarto; the keys work on both paths: B the board, C the pen
+    on the slide, D download the drawings (reloaded with ``src:``), Delete clears."""
+    chalk = opts.get("chalkboard")
+    if not chalk:
+        return html
+    chalk = chalk if isinstance(chalk, dict) else {}
+    config = {CHALKBOARD_KEYS[k]: v for k, v in chalk.items() if k in CHALKBOARD_KEYS}
+    anchor, plugins = "Reveal.initialize({", "plugins: ["
+    if html.count(anchor) != 1 or html.count(plugins) != 1 or html.count("</head>") != 1:
+        raise ValueError("the reveal.js template has no single Reveal.initialize({ ... plugins: [ call")
+    html = html.replace("</head>", f'  <link rel="stylesheet" href="{plugin_url}/style.css">\n</head>', 1)
+    html = html.replace(anchor, f'{anchor}\n        chalkboard: {json.dumps(config)},', 1)
+    html = html.replace(plugins, f"{plugins}\n          RevealChalkboard,", 1)
+    script = f'<script src="{plugin_url}/plugin.js"></script>\n'
+    at = html.index(anchor)
+    at = html.rindex("<script", 0, at)
+    return html[:at] + script + "    " + html[at:]
+
+
 def _finish_notebook(text: str, title: str | None) -> str:
     nb = nbformat.reads(text, as_version=4)
     if title:
@@ -600,7 +631,9 @@ def render_document(project: Project, path: Path, *, use_cache: bool = True, tim
                 (stage_dir / out_name).write_text(_finish_notebook(run_pandoc(doc, md, args, stage_dir),
                                                                   res.meta.get("title")))
             elif fmt == "revealjs":
-                (stage_dir / out_name).write_text(reveal_print_options(run_pandoc(doc, md, args, stage_dir), opts))
+                chalkboard = _rel(project.output_dir / "site_libs" / "revealjs" / "plugin" / "chalkboard", final_dir)
+                html = reveal_print_options(run_pandoc(doc, md, args, stage_dir), opts)
+                (stage_dir / out_name).write_text(reveal_chalkboard(html, opts, chalkboard))
             else:
                 (stage_dir / out_name).write_text(run_pandoc(doc, md, args, stage_dir))
             produced.append(out_name)
@@ -632,13 +665,16 @@ def install_site_libs(project: Project) -> None:
     stamp = libs / ".stamp"
     formats = _format_dict(project.config.get("format"))
     themes = [formats[f].get("theme") for f in ("revealjs", "html") if f in formats]
-    sources = [nm / "reveal.js" / "package.json", nm / "katex" / "package.json", nm / "sass" / "package.json"]
+    sources = [nm / "reveal.js" / "package.json", nm / "katex" / "package.json", nm / "sass" / "package.json",
+               nm / "reveal.js-plugins" / "package.json"]
     sources += [project.root / f for th in themes for f in _theme_files(th)] + sorted(TEMPLATES.glob("*.css"))
     key = json.dumps([[str(p), p.stat().st_mtime_ns] for p in sources if p.exists()])
     if stamp.exists() and stamp.read_text() == key:
         return
     for part in ("dist", "plugin"):
         _copy_tree(nm / "reveal.js" / part, libs / "revealjs" / part)
+    # the chalkboard (tools/setup.sh installs it from its pinned tarball)
+    _copy_tree(nm / "reveal.js-plugins" / "chalkboard", libs / "revealjs" / "plugin" / "chalkboard")
     install_katex(project)
     course = libs / "course"
     course.mkdir(parents=True, exist_ok=True)
