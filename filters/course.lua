@@ -22,7 +22,11 @@ the global FORMAT, so it also runs, and is tested, under plain pandoc.
     notebook shows the function's name without a link;
   * for handouts (typst), the house style (slides/handout.typ) is placed at the start
     of the body, after a `course` dictionary with the course's title from the project
-    metadata (`course: title/short-title`) and the palette from slides/palette.scss.
+    metadata (`course: title/short-title`) and the palette from slides/palette.scss;
+  * a week's web pages link back to the home page and to the week's other materials
+    (`week-links: true`, set for every week in lectures/_metadata.yml): a bar at the top
+    of a lab or code page, a closing slide in a deck. Every week lives in
+    `lectures/NN-topic/` with the same file names, so the links are fixed relative paths.
 ]]
 
 local ROOT = pandoc.path.directory(pandoc.path.directory(PANDOC_SCRIPT_FILE))
@@ -169,8 +173,43 @@ local function unlink_code_page(link)
   return nil
 end
 
+------------------------------------------------------------------------
+-- links home and to the week's other materials
+------------------------------------------------------------------------
+local MATERIALS = {
+  { "Course home", "../../index.html" }, { "Slides", "lecture.html" }, { "Slides (PDF)", "slides.pdf" },
+  { "Notes (PDF)", "lecture.pdf" }, { "Lab", "lab.html" }, { "Notebook", "lab.ipynb" }, { "Code", "code.html" },
+  { "Ledger", "../../ledger.html" },
+}
+
+local function material_links(sep)
+  local inlines = pandoc.Inlines({})
+  for i, m in ipairs(MATERIALS) do
+    if i > 1 then inlines:extend(sep) end
+    inlines:insert(pandoc.Link(m[1], m[2]))
+  end
+  return inlines
+end
+
+local function week_links(doc)
+  if not doc.meta["week-links"] or not (FORMAT:match("^html") or is_reveal()) then return nil end
+  if is_reveal() then
+    local items = {}
+    for _, m in ipairs(MATERIALS) do items[#items + 1] = { pandoc.Plain({ pandoc.Link(m[1], m[2]) }) } end
+    doc.blocks:insert(pandoc.Header(1, "This week's materials",
+      pandoc.Attr("week-materials", { "unnumbered", "week-links" })))
+    doc.blocks:insert(pandoc.BulletList(items))
+  else
+    local bar = pandoc.Div({ pandoc.Plain(material_links({ pandoc.Space(), pandoc.Str("·"), pandoc.Space() })) },
+      pandoc.Attr("", { "week-links" }, { role = "navigation" }))
+    doc.blocks:insert(1, bar)
+  end
+  return doc
+end
+
 return {
   { RawBlock = drop_definitions, Blocks = drop_slide_only, Link = unlink_code_page },
   { Div = unwrap_callout },
   { Pandoc = handout_style },
+  { Pandoc = week_links },
 }

@@ -196,3 +196,19 @@ def test_search_finds_a_known_phrase_offline(course):
     assert any(week5 + "lecture.html" in u for u in hits), found
     assert any(week5 + "lab.html" in u for u in hits), found
     assert not [u for u, ex in nothing if re.search(r"<mark>\W*zyxwvutsrq", ex, re.I)], nothing
+
+
+@pytest.mark.parametrize("week", WEEKS, ids=week_id)
+def test_every_page_links_home_and_to_the_weeks_materials(course, week):
+    """The lab and code pages open with a bar of links, the deck closes with a slide of them
+    (filters/course.lua, week-links); the links resolve (tests/test_visual.py checks every link)."""
+    project, _ = course
+    out = project.output_dir / week.relative_to(project.root)
+    wanted = {"../../index.html", "lecture.html", "slides.pdf", "lecture.pdf", "lab.html", "lab.ipynb", "code.html",
+              "../../ledger.html"}
+    for page in ("lecture.html", "lab.html", "code.html"):
+        links = set(parse(out / page).links)
+        assert wanted <= links, f"{week.name}/{page} lacks {sorted(wanted - links)}"
+    assert 'id="week-materials"' in (out / "lecture.html").read_text(encoding="utf-8")
+    lab = (out / "lab.html").read_text(encoding="utf-8")
+    assert lab.index('class="week-links"') < lab.index("<h2"), "the bar comes before the first section"

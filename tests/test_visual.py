@@ -129,7 +129,9 @@ def test_built_pages_links_resolve(course, slide_pdfs):
     """The home page's links to decks, slide PDFs, handouts, labs and notebooks, and every relative link of those pages."""
     project, _ = course
     pages = [project.output_dir / "index.html"]
-    pages += [p for w in WEEKS for p in (out(project, w) / "lecture.html", out(project, w) / "lab.html") if p.exists()]
+    pages += [project.output_dir / "ledger.html"]
+    pages += [p for w in WEEKS for p in (out(project, w) / "lecture.html", out(project, w) / "lab.html",
+                                         out(project, w) / "code.html") if p.exists()]
     found = [f"{p.relative_to(project.output_dir)}: {q}" for p in pages for q in link_problems(p)]
     assert not found, report(found)
 
