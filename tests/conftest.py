@@ -11,6 +11,7 @@ import pytest
 
 
 VISUAL_SUMMARY = pytest.StashKey[list]()
+BOOK = pytest.StashKey[object]()  # the course book built after the render (coursebuild.book.Book)
 
 
 @pytest.fixture(scope="session")
@@ -23,10 +24,17 @@ def course(pytestconfig):
     install_static_figures(project)
     rendered = {}
     start = time.perf_counter()
+    from coursebuild.book import build_book, note_page_count
+
     for src in project.sources():
         rendered[src] = render_document(project, src)
+    # as `coursebuild render` does after a render of the whole course
+    book = build_book(project)
+    note_page_count(project.output_dir, book.pages)
+    pytestconfig.stash[BOOK] = book
     lines = pytestconfig.stash.setdefault(VISUAL_SUMMARY, [])
-    lines.append(f"course rendered in {time.perf_counter() - start:.0f} s")
+    lines.append(f"course rendered in {time.perf_counter() - start:.0f} s (course book: {book.pages} pages, "
+                 f"{book.seconds:.0f} s)")
     for src, r in rendered.items():
         ex = r.executed
         how = "cached" if ex.cached else f"executed, {ex.cpu_seconds or 0:.1f} s CPU in the kernel"

@@ -257,3 +257,35 @@ def test_notebook_json_is_plain(built):
     project, _ = built
     data = json.loads((project.output_dir / "lectures/01-demo/lab.ipynb").read_text())
     assert data["metadata"]["kernelspec"]["name"] == "python3"
+
+
+@pytest.fixture
+def two_week_project(tmp_path):
+    """The mini course with its one lecture also as week 2 (the same labels in both weeks)."""
+    root = tmp_path / "two"
+    shutil.copytree(FIXTURE, root, symlinks=False, ignore=shutil.ignore_patterns("_site", ".jupyter_cache"))
+    shutil.copytree(root / "lectures" / "01-demo", root / "lectures" / "02-again")
+    src = root / "lectures" / "02-again" / "lecture.qmd"
+    src.write_text(src.read_text().replace('title: "Week 1 · Demo"', 'title: "Week 2 · Again"'))
+    return Project.load(root)
+
+
+def test_course_book_numbers_within_chapters_and_keeps_weeks_apart(two_week_project):
+    from coursebuild.book import build_book
+
+    book = build_book(two_week_project)
+    text = pdf_text(book.pdf)
+    assert book.pages == 4 and book.weeks == ["01-demo", "02-again"]  # title and contents, 2 chapters, references
+    # each week's "@eq-risk" resolves to its own chapter's equation, figures likewise
+    assert "Equation (1.1)" in text and "Equation (2.1)" in text
+    assert "Figure 1.1" in text and "Figure 2.1" in text
+    assert text.count("Surprises in High-") == 1, "one bibliography"
+
+
+def test_negative_control_book_without_relabelling_fails(two_week_project, monkeypatch):
+    """Without the per-week labels the two weeks' identical labels collide and the build stops."""
+    import coursebuild.book as book
+
+    monkeypatch.setattr(book, "relabel", lambda md, week: md)
+    with pytest.raises(BuildError, match="Duplicate identifier .sec-risk."):
+        book.build_book(two_week_project)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -212,3 +213,29 @@ def test_every_page_links_home_and_to_the_weeks_materials(course, week):
     assert 'id="week-materials"' in (out / "lecture.html").read_text(encoding="utf-8")
     lab = (out / "lab.html").read_text(encoding="utf-8")
     assert lab.index('class="week-links"') < lab.index("<h2"), "the bar comes before the first section"
+
+
+def test_course_book(course, pytestconfig):
+    """One PDF of every handout: the contents lists every week as the chapter of its number, one
+    bibliography, equations numbered within chapters, and the home page gives its page count."""
+    from conftest import BOOK
+
+    project, _ = course
+    require(None if shutil.which("pdftotext") else "pdftotext (poppler) is not installed")
+    book = pytestconfig.stash[BOOK]
+    assert book.pdf == project.output_dir / "course-book.pdf" and book.pdf.exists()
+    assert pdf_pages(book.pdf) == book.pages
+    assert f"Course book (PDF, {book.pages} pages)" in (project.output_dir / "index.html").read_text(encoding="utf-8")
+    text = subprocess.run(["pdftotext", "-layout", "-f", "1", "-l", "4", str(book.pdf), "-"], capture_output=True,
+                          text=True, check=True).stdout
+    contents = text[text.index("Contents"):]
+    for w in WEEKS:
+        title = re.search(r'^title:\s*"?(.*?)"?\s*$', (w / "lecture.qmd").read_text(encoding="utf-8"), re.M).group(1)
+        chapter = title.split("·")[-1].strip()
+        assert re.search(rf"^\s*{int(w.name[:2])}\s+{re.escape(chapter[:25])}", contents, re.M), \
+            f"contents lacks chapter {int(w.name[:2])} {chapter}"
+    assert len(re.findall(r"^\s*References\b", contents, re.M)) == 1, "one bibliography"
+    body = subprocess.run(["pdftotext", str(book.pdf), "-"], capture_output=True, text=True, check=True).stdout
+    week5 = int(next(w for w in WEEKS if "tangent" in w.name).name[:2])
+    assert f"({week5}.1)" in body, "equations are numbered within chapters"
+    assert len(book.weeks) == len(WEEKS)

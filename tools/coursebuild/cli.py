@@ -99,6 +99,17 @@ def slide_pdfs(project: Project, paths: list[str]) -> int:
     return 0
 
 
+def course_book(project: Project, *, use_cache: bool = True) -> int:
+    """The course book (``coursebuild.book``): every handout in one PDF; its page count on the home page."""
+    from .book import build_book, note_page_count
+
+    book = build_book(project, use_cache=use_cache)
+    note_page_count(project.output_dir, book.pages)
+    print(f"course book: {os.path.relpath(book.pdf)}, {len(book.weeks)} weeks, {book.pages} pages, "
+          f"built in {book.seconds:.1f} s", flush=True)
+    return 0
+
+
 def search_index(project: Project) -> int:
     """The site's full-text search index (``coursebuild.search``), rebuilt after a render."""
     from .search import build_search_index
@@ -231,12 +242,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.quarto and not quarto:
             print("coursebuild: --quarto given but quarto is not on PATH", file=sys.stderr)
             return 2
-        if quarto and not args.quarto_free:
+        quarto_used = bool(quarto and not args.quarto_free)
+        if quarto_used:
             status = render_with_quarto(project, quarto, args.paths, use_cache=not args.no_cache)
         else:
             status = render_without_quarto(project, args.paths, use_cache=not args.no_cache)
-        # Quarto makes no slide PDFs: the same step follows both paths; the search index is
-        # rebuilt (about a second) so that it holds what was just rendered
+        # Quarto makes no slide PDFs: the same step follows both paths; the course book after a
+        # render of the whole course (Quarto's post-render script builds it there); the search
+        # index is rebuilt (about a second) so that it holds what was just rendered
+        if not status and not args.paths and not quarto_used:
+            status = course_book(project, use_cache=not args.no_cache)
         return status or slide_pdfs(project, args.paths) or search_index(project)
     except BuildError as exc:
         try:

@@ -574,17 +574,17 @@ def _save_verified(project: Project, executed: Executed) -> None:
                 save(record, project.root)
 
 
-def render_document(project: Project, path: Path, *, use_cache: bool = True, timeout: int = 900) -> Rendered:
-    start = time.perf_counter()
-    doc = read_qmd(path)
-    res = resolve(project, doc)
+def execute_document(project: Project, doc: Document, res: Resolved, *, use_cache: bool = True,
+                     timeout: int = 900) -> Executed:
+    """The document's cells, executed in a kernel or taken from the cache (one execution serves
+    every format, and the course book)."""
     first = next(iter(res.formats.values()), {})
     figure = {
         "fig_format": first.get("fig-format", "svg"),
         "fig_width": float(first.get("fig-width", 10)),
         "fig_height": float(first.get("fig-height", 4.4)),
     }
-    executed = execute(
+    return execute(
         doc,
         cache_dir=project.cache_dir,
         figure=figure,
@@ -596,6 +596,13 @@ def render_document(project: Project, path: Path, *, use_cache: bool = True, tim
         # folders) re-executes at every render, as in Quarto
         use_cache=use_cache and res.execute.get("freeze", "auto") is not False,
     )
+
+
+def render_document(project: Project, path: Path, *, use_cache: bool = True, timeout: int = 900) -> Rendered:
+    start = time.perf_counter()
+    doc = read_qmd(path)
+    res = resolve(project, doc)
+    executed = execute_document(project, doc, res, use_cache=use_cache, timeout=timeout)
     # verified results: the kernel saved them as it ran; cells from the cache re-save theirs
     _save_verified(project, executed)
     final_dir = project.output_path(doc.path, "html").parent
