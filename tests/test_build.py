@@ -289,3 +289,29 @@ def test_negative_control_book_without_relabelling_fails(two_week_project, monke
     monkeypatch.setattr(book, "relabel", lambda md, week: md)
     with pytest.raises(BuildError, match="Duplicate identifier .sec-risk."):
         book.build_book(two_week_project)
+
+
+def test_unchanged_source_is_skipped_and_any_input_change_is_not(built):
+    """A second render of an unchanged source keeps its outputs (no pandoc, no Typst); a prose edit,
+    a change of the project's options or of a cell's output each make it render again."""
+    project, _ = built
+    src = project.root / LECTURE
+    deck = project.output_dir / "lectures/01-demo/lecture.html"
+    render_document(project, src)
+    first = render_document(project, src)
+    assert first.skipped and first.executed.cached
+    stamp = deck.stat().st_mtime_ns
+    original, config = src.read_text(), (project.root / "_quarto.yml").read_text()
+    try:
+        src.write_text(original.replace("A callout body.", "A callout body, again."))
+        prose = render_document(project, src)
+        assert not prose.skipped and "again" in deck.read_text()
+        (project.root / "_quarto.yml").write_text(config.replace("slide-number: c/t", "slide-number: c"))
+        options = render_document(project, project.root / LECTURE)
+        assert not options.skipped
+    finally:
+        src.write_text(original)
+        (project.root / "_quarto.yml").write_text(config)
+    restored = render_document(project, src)
+    assert not restored.skipped and deck.stat().st_mtime_ns > stamp
+    assert render_document(project, src).skipped

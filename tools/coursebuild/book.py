@@ -15,6 +15,8 @@ render``; Quarto's post-render script), and its page count is written into the h
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -23,8 +25,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .render import (Figures, Project, assemble, compile_typst, execute_document, pandoc_args, resolve,
-                     run_pandoc, fix_typst_symbols, _metadata_file, _swap_into_place)
+from .render import (Figures, Project, assemble, compile_typst, execute_document, fix_typst_symbols,
+                     inputs_fingerprint, pandoc_args, resolve, run_pandoc, _metadata_file, _swap_into_place)
 from .source import Document, read_qmd
 
 HERE = Path(__file__).resolve().parent
@@ -60,7 +62,7 @@ def build_book(project: Project, *, use_cache: bool = True) -> Book:
     project.output_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-book-", dir=project.output_dir))
     try:
-        parts, lines, opts, meta = [], [], None, None
+        parts, lines, opts, meta, fingerprints = [], [], None, None, []
         for src in lectures:
             doc = read_qmd(src)
             res = resolve(project, doc)
@@ -73,6 +75,7 @@ def build_book(project: Project, *, use_cache: bool = True) -> Book:
             title = str(res.meta.get("title", src.parent.name)).split("·")[-1].strip().replace('"', "'")
             parts.append(f'::: {{.book-chapter week="{int(week)}" title="{title}"}}\n\n{md}\n\n:::\n')
             lines += doc.lines
+            fingerprints.append(inputs_fingerprint(project, doc, res, executed))
             opts = opts or fmt_opts
             meta = meta or res.meta
         if not parts:
@@ -87,6 +90,15 @@ def build_book(project: Project, *, use_cache: bool = True) -> Book:
         args = ["--lua-filter", str(BOOK_FILTER)] + pandoc_args("typst", opts, project, staging, meta_file)
         whole = Document(project.root / "lectures", book_meta, [], lines)
         text = macros + "\n\n" + "\n".join(parts)
+        # unchanged text, figures, options and tools: the book on disk is this book
+        final, stamp = project.output_dir / NAME, project.output_dir / f".{NAME}.inputs"
+        h = hashlib.sha256(text.encode() + json.dumps([book_meta, opts], sort_keys=True, default=str).encode())
+        for f in sorted(staging.rglob("*")) + [BOOK_FILTER, Path(__file__)]:
+            if f.is_file():
+                h.update(f.read_bytes())
+        h.update("".join(fingerprints).encode())
+        if use_cache and final.exists() and stamp.exists() and stamp.read_text() == h.hexdigest():
+            return Book(final, _page_count(final), [s.parent.name for s in lectures], time.perf_counter() - start)
         typ_text = fix_typst_symbols(run_pandoc(whole, text, args, staging))
         # equations numbered within chapters (book.lua's preamble defines course-eq-numbering)
         typ_text = typ_text.replace('numbering: "(1)"', "numbering: course-eq-numbering")
@@ -98,7 +110,8 @@ def build_book(project: Project, *, use_cache: bool = True) -> Book:
         pdf = staging / NAME
         compile_typst(whole, typ, pdf, root=staging)
         pages = _page_count(pdf)
-        _swap_into_place(pdf, project.output_dir / NAME)
+        _swap_into_place(pdf, final)
+        stamp.write_text(h.hexdigest())
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return Book(project.output_dir / NAME, pages, [s.parent.name for s in lectures], time.perf_counter() - start)

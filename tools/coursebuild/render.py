@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import glob
 import json
 import os
@@ -548,6 +549,29 @@ class Rendered:
     outputs: list[Path]
     executed: Executed | None
     seconds: float
+    skipped: bool = False  # the outputs were up to date (inputs_fingerprint unchanged)
+
+
+def inputs_fingerprint(project: Project, doc: Document, res: Resolved, executed: Executed) -> str:
+    """A hash of everything a document's outputs are made from: its text with its includes, its
+    resolved options and metadata, the cell outputs (whatever the cache or the kernel gave), the
+    filters, templates, themes and bibliography files, the pandoc and Typst versions, and this
+    module. Equal fingerprints give the same outputs, so the pandoc and Typst steps can be skipped."""
+    h = hashlib.sha256()
+    h.update("\n".join(f"{ln.path}:{ln.text}" for ln in doc.lines).encode())
+    h.update(json.dumps([res.meta, res.formats, res.execute], sort_keys=True, default=str).encode())
+    h.update(json.dumps(executed.outputs, sort_keys=True, default=str).encode())
+    files = [LUA_FILTER, Path(__file__), *sorted(TEMPLATES.glob("*"))]
+    files += [project.root / f for f in ("_quarto.yml", "references.bib")]
+    for fmt in res.formats.values():
+        files += [project.root / f for f in _theme_files(fmt.get("theme"))]
+        files += project_filters(project, {**fmt, "filters": res.meta.get("filters") or []})
+    files += sorted((project.root / "slides").glob("*")) if (project.root / "slides").is_dir() else []
+    for f in dict.fromkeys(files):
+        if Path(f).is_file():
+            h.update(str(f).encode() + b"\0" + Path(f).read_bytes())
+    h.update(f"{pypandoc.get_pandoc_version()} typst-py {getattr(typst, '__version__', '')}".encode())
+    return h.hexdigest()
 
 
 def _swap_into_place(staged: Path, final: Path) -> None:
@@ -607,6 +631,12 @@ def render_document(project: Project, path: Path, *, use_cache: bool = True, tim
     _save_verified(project, executed)
     final_dir = project.output_path(doc.path, "html").parent
     stem = doc.path.stem
+    # nothing that goes into the outputs changed since they were written: keep them
+    stamp = final_dir / f".{stem}.inputs"
+    fingerprint = inputs_fingerprint(project, doc, res, executed)
+    expected = [final_dir / (stem + EXTENSIONS[f]) for f in FORMAT_ORDER if f in res.formats]
+    if use_cache and stamp.exists() and stamp.read_text() == fingerprint and all(o.exists() for o in expected):
+        return Rendered(doc.path, expected, executed, time.perf_counter() - start, skipped=True)
     project.output_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".staging-{stem}-", dir=project.output_dir))
     try:
@@ -651,6 +681,7 @@ def render_document(project: Project, path: Path, *, use_cache: bool = True, tim
         for name in produced:
             _swap_into_place(stage_dir / name, final_dir / name)
             outputs.append(final_dir / name)
+        _write_atomic(stamp, fingerprint)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return Rendered(doc.path, outputs, executed, time.perf_counter() - start)
