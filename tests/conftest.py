@@ -79,7 +79,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             terminalreporter.write_line(line)
 
 
-RENDER_MODULES = ("test_build", "test_course", "test_offline_math", "test_visual", "test_visual_gates")
+RENDER_MODULES = ("test_build", "test_course", "test_offline_math", "test_preview", "test_visual", "test_visual_gates")
 
 
 def pytest_collection_modifyitems(config, items):

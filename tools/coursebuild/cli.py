@@ -226,6 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("paths", nargs="+", help="week folders or sources")
     c.add_argument("--project", default=".", help="project root (default: .)")
     c.add_argument("--no-cache", action="store_true", help="re-execute every source")
+    v = sub.add_parser("preview", help="serve the site on localhost, re-render what changes and reload the browser")
+    v.add_argument("paths", nargs="*", help="week folders or sources to watch (default: all)")
+    v.add_argument("--project", default=".", help="project root (default: .)")
+    v.add_argument("--port", type=int, default=4242, help="port on 127.0.0.1 (default: 4242)")
     i = sub.add_parser("inspect", help="run the deck, handout and notebook checks on what is already rendered "
                                        "(e.g. by quarto render), without rendering")
     i.add_argument("paths", nargs="*", help="week folders (default: every week)")
@@ -238,6 +242,11 @@ def main(argv: list[str] | None = None) -> int:
             return check_weeks(project, args.paths, use_cache=not args.no_cache)
         if args.command == "inspect":
             return check_weeks(project, args.paths, use_cache=True, render=False)
+        if args.command == "preview":
+            from .preview import preview
+
+            preview(project, _select(project, args.paths), port=args.port)
+            return 0
         beside = Path(sys.executable).parent / "quarto"  # quarto-cli installed into the venv
         quarto = shutil.which("quarto") or (str(beside) if beside.exists() else None)
         if args.quarto and not quarto:
