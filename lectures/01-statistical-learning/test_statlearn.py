@@ -373,6 +373,54 @@ def test_optimal_ridge_removes_the_peak(double_descent):
     assert np.all(np.diff(r.ridge) > 0)  # monotone in p / n: no peak
 
 
+def over_parametrization_gain(gamma, error, sem) -> float:
+    """How far the best interpolating model (p > n) beats the best under-parametrized one, in
+    standard errors: positive when over-parametrization wins."""
+    under, over = gamma < 1, gamma > 1
+    iu, io = np.argmin(error[under]), np.argmin(error[over])
+    gap = error[under][iu] - error[over][io]
+    return gap / np.hypot(sem[under][iu], sem[over][io])
+
+
+@pytest.fixture(scope="module")
+def misspecified():
+    return w.run_misspecified(key=jax.random.key(4), n=40, n_features=400,
+                              p_values=(4, 8, 20, 30, 50, 60, 80, 160, 280, 400), n_seeds=400)
+
+
+def test_misspecified_error_matches_the_exact_mean(misspecified):
+    r = misspecified
+    # exact finite-n means (misspecified_error_finite), the grid 10 or more away from p = n where
+    # the error has finite variance: 4 SE, no other allowance
+    assert np.all(np.abs(r.error - r.theory) < 4 * r.error_sem), (r.error, r.theory, r.error_sem)
+    # the formula itself: all features seen and no noise left unexplained at p = P ...
+    assert np.isclose(w.misspecified_error_finite(40, 400, n_features=400, r2=1.0, sigma2=0.01),
+                      0.01 + w.ridgeless_risk_finite(40, 400, r2=1.0, sigma2=0.01))
+    # ... and with one of a million features seen, the null error plus the variance of fitting one
+    # coefficient to noise of variance 1.01 (sigma_eff^2 p / (n - p - 1), p = 1)
+    assert abs(w.misspecified_error_finite(40, 1, n_features=10**6, r2=1.0, sigma2=0.01)
+               - 1.01 * (1 + 1 / 38)) < 1e-5
+
+
+def test_with_fixed_data_over_parametrization_wins(misspecified):
+    r = misspecified
+    # Hastie et al. (2022, Sec. 5): the best model sees all P features, beyond p = n, by many SE,
+    # and beats predicting 0 (sigma^2 + r^2), which no under-parametrized model does here
+    assert over_parametrization_gain(r.gamma, r.error, r.error_sem) > 6
+    assert r.gamma[np.argmin(r.error)] == r.gamma.max()
+    assert r.error.min() < r.null_error - 4 * r.error_sem[np.argmin(r.error)]
+    assert np.all(r.error[r.gamma < 1] > r.null_error)
+
+
+def test_negative_control_well_specified_problems_do_not_reward_interpolation(double_descent):
+    """Week 1's well-specified family (each p its own problem, signal r on the p features): the
+    same statistic finds no gain from interpolating; its best model is the smallest."""
+    r = double_descent
+    test_error = r.sigma2 + r.risk
+    assert over_parametrization_gain(r.gamma, test_error, r.risk_sem) < 0
+    assert r.gamma[np.argmin(test_error)] == r.gamma.min()
+
+
 def test_risk_at_the_interpolation_threshold_grows_like_n_with_a_heavy_tail(key):
     res = w.run_interpolation_threshold(key=key, n_values=(10, 20), n_seeds=4000)
     # tail: P(scaled risk > t) against Edelman's law, at t where the smallest singular value

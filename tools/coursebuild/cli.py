@@ -59,8 +59,8 @@ def render_without_quarto(project: Project, paths: list[str], *, use_cache: bool
         for f in files:
             r = render_document(project, f, use_cache=use_cache)
             ex = r.executed
-            how = "up to date" if r.skipped else "cached" if ex.cached else \
-                f"executed in {ex.wall_seconds:.1f} s, {ex.cpu_seconds or 0:.1f} s CPU"
+            how = "cached" if ex.cached else f"executed in {ex.wall_seconds:.1f} s, {ex.cpu_seconds or 0:.1f} s CPU"
+            how += ", outputs up to date" if r.skipped else ""
             if not ex.cached:
                 total_cpu += ex.cpu_seconds or 0.0
             kinds = ", ".join(o.suffix.lstrip(".") for o in r.outputs)
