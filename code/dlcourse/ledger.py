@@ -198,8 +198,8 @@ def _cell(text: str) -> str:
     for k, part in enumerate(parts):
         if k % 2:  # math
             parts[k] = part.replace(r"\|", r"\Vert{}").replace("|", r"\vert{}")
-        else:
-            parts[k] = part.replace("|", r"\|")
+        else:  # a bar would split the cell; an @ would be read as a citation or cross-reference
+            parts[k] = part.replace("|", r"\|").replace("@", r"\@")
     return "$".join(parts).replace("\n", " ")
 
 
@@ -210,6 +210,8 @@ def _number(x: float) -> str:
 def tolerance(record: Verified) -> str:
     """The rule with its tolerance written in, e.g. ``|m − t| ≤ 0.02·|t|``."""
     t = _number(record.tol)
+    if record.tol == 0:
+        return {"abs": "$m = t$", "rel": "$m = t$", "at_most": "$m \\le t$", "at_least": "$m \\ge t$"}[record.rule]
     return {
         "abs": f"$\\vert m - t\\vert \\le {t}$",
         "rel": f"$\\vert m - t\\vert \\le {t}\\,\\vert t\\vert$",
@@ -234,12 +236,13 @@ def ledger_markdown(rows: list[Row], root: Path) -> str:
             out += ["", f"## {title} {{#{row.source.parent.name}}}", "",
                     f"{n} verified results · [slides]({folder}/lecture.html) · [notes]({folder}/lecture.pdf) · "
                     f"[lab]({folder}/lab.html)", "",
-                    "| Result | Theory $t$ | Measured $m$ | Tolerance | Where the tolerance comes from | | See |",
-                    "|:---|---:|---:|:---|:---|:--:|:---|"]
+                    "| Result, and where its tolerance comes from | Theory $t$ | Measured $m$ | Tolerance | | See |",
+                    # relative widths from the dashes (pandoc pipe tables): the claim gets half
+                    "|:------------------------------|------:|------:|:--------|:----:|:-----|"]
         r = row.record
         status = "✓ pass" if r.passed else "✗ FAIL"
-        out.append(f"| {_cell(r.claim)} <br>[`{r.id}`]{{.ledger-id}} | {_number(r.theory)} | {_number(r.measured)} | "
-                   f"{tolerance(r)} | {_cell(r.why)} | {status} | "
+        out.append(f"| {_cell(r.claim)} <br>[{_cell(r.why)}]{{.ledger-why}} [`{r.id}`]{{.ledger-id}} "
+                   f"| {_number(r.theory)} | {_number(r.measured)} | {tolerance(r)} | {status} | "
                    f"[slide]({folder}/lecture.html#/{r.section}), [notes]({folder}/lecture.pdf#{r.section}) |")
     return "\n".join(out) + "\n"
 
