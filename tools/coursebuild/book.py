@@ -127,7 +127,8 @@ def _page_count(pdf: Path) -> int:
     return max(counts)
 
 
-BOOK_LINK = re.compile(r"(>Course book \(PDF)(?:, \d+ pages)?(\)<)")
+# the link text as pandoc writes it (it may wrap lines between words)
+BOOK_LINK = re.compile(r"(>Course\s+book\s+\(PDF)(?:,\s+\d+\s+pages)?(\)<)")
 
 
 def note_page_count(output_dir: Path, pages: int) -> bool:
