@@ -950,6 +950,29 @@ class DoubleDescentResult(NamedTuple):
     sigma2: float
 
 
+def _nested_normal_equations(x, masks, *, n: int, over: tuple[int, ...]):
+    """The linear systems of min-norm least squares on nested designs ``X_p`` (the first ``p`` columns).
+
+    For ``p <= n`` (the first ``len(masks) - len(over)`` rows of ``masks``): the normal equations
+    ``X_p^T X_p b = X_p^T y`` in the first ``n`` coordinates, the identity on the unused ones.
+    For ``p > n``: the dual kernels ``X_p X_p^T``, accumulated block by block over the sorted sizes.
+
+    Returns:
+        ``(xn, mu, a_u, kern)``: ``x[:, :n]``, the masks of the small models on those columns,
+        their systems ``(n_under, n, n)`` and the kernels ``(len(over), n, n)``.
+    """
+    nu = masks.shape[0] - len(over)
+    eye = jnp.eye(n)
+    xn = x[:, :n]
+    mu = masks[:nu, :n]
+    gram = xn.T @ xn
+    a_u = gram[None] * mu[:, :, None] * mu[:, None, :] + eye[None] * (1.0 - mu)[:, :, None]
+    edges = (n,) + tuple(over)
+    blocks = [xn @ xn.T] + [x[:, a:b] @ x[:, a:b].T for a, b in zip(edges[:-1], edges[1:])]
+    kern = jnp.cumsum(jnp.stack(blocks), axis=0)[1:]
+    return xn, mu, a_u, kern
+
+
 @_jit("n", "p_values", "n_seeds")
 def _double_descent(key, r, sigma, *, n, p_values, n_seeds):
     p_max = max(p_values)
@@ -975,18 +998,10 @@ def _double_descent(key, r, sigma, *, n, p_values, n_seeds):
         signal = betas @ x.T  # (P, n): X_p beta_p
         ys = signal + sigma * eps[None, :]
         nu = len(under)
-        # p <= n: normal equations in the first n coordinates, identity on unused ones
-        xn = x[:, :n]
-        mu = masks[:nu, :n]
-        gram = xn.T @ xn
-        a_u = gram[None] * mu[:, :, None] * mu[:, None, :] + eye[None] * (1.0 - mu)[:, :, None]
+        # p <= n: normal equations; p > n: the dual, b = X_p^T alpha with (X_p X_p^T + n lam I) alpha = y
+        xn, mu, a_u, kern = _nested_normal_equations(x, masks, n=n, over=over)
         rhs_u = mu * (ys[:nu] @ xn)
         ridge_u = a_u + n * lam_u[:, None, None] * eye[None] * mu[:, :, None]
-        # p > n: the dual, b = X_p^T alpha with (X_p X_p^T + n lam I) alpha = y;
-        # X_p X_p^T accumulated block by block over the sorted sizes
-        edges = (n,) + over
-        blocks = [xn @ xn.T] + [x[:, a:b] @ x[:, a:b].T for a, b in zip(edges[:-1], edges[1:])]
-        kern = jnp.cumsum(jnp.stack(blocks), axis=0)[1:]  # (len(over), n, n)
         ridge_o = kern + n * lam_o[:, None, None] * eye[None]
         systems = jnp.concatenate([a_u, kern, ridge_u, ridge_o])
         rhs = jnp.concatenate([rhs_u, ys[nu:], rhs_u, ys[nu:]])
@@ -1128,7 +1143,6 @@ class MisspecifiedResult(NamedTuple):
 def _misspecified(key, r, sigma, *, n, n_features, p_values, n_seeds):
     under = tuple(p for p in p_values if p <= n)
     over = tuple(p for p in p_values if p > n)
-    eye = jnp.eye(n)
 
     def one_set(k):
         kx, kb, ke = jax.random.split(k, 3)
@@ -1140,15 +1154,9 @@ def _misspecified(key, r, sigma, *, n, n_features, p_values, n_seeds):
         masks = (cols[None, :] < np.asarray(p_values)[:, None]).astype(x.dtype)  # (P, n_features)
         seen = masks * beta[None, :]  # beta_p, zero beyond p
         nu = len(under)
-        # p <= n: normal equations in the first n coordinates, identity on unused ones
-        xn = x[:, :n]
-        mu = masks[:nu, :n]
-        a_u = (xn.T @ xn)[None] * mu[:, :, None] * mu[:, None, :] + eye[None] * (1.0 - mu)[:, :, None]
+        # p <= n: normal equations; p > n: the dual, b = X_p^T alpha with X_p X_p^T alpha = y
+        xn, mu, a_u, kern = _nested_normal_equations(x, masks, n=n, over=over)
         rhs_u = mu * (y @ xn)[None, :]
-        # p > n: the dual, b = X_p^T alpha with X_p X_p^T alpha = y, kernels accumulated by blocks
-        edges = (n,) + over
-        blocks = [xn @ xn.T] + [x[:, a:b] @ x[:, a:b].T for a, b in zip(edges[:-1], edges[1:])]
-        kern = jnp.cumsum(jnp.stack(blocks), axis=0)[1:]
         systems = jnp.concatenate([a_u, kern])
         rhs = jnp.concatenate([rhs_u, jnp.broadcast_to(y, (len(over), n))])
         sol = _spd_solve(systems, rhs[..., None])[..., 0]  # one batched solve

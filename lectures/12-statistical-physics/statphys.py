@@ -322,9 +322,20 @@ def plot_cover(result: CoverResult, ax, *, control: CoverResult | None = None):
 def generalization_error(overlap):
     """``eps(R) = arccos(R) / pi``: the probability that ``sign(w . x) != sign(w* . x)``.
 
-    For ``x ~ N(0, I_N)`` (any isotropic law) and ``R = w . w* / (|w| |w*|)``.
+    For ``x ~ N(0, I_N)`` (any isotropic law) and ``R = w . w* / (|w| |w*|)``. NumPy in, NumPy out;
+    a JAX array (also inside ``jit``/``vmap``) gives a JAX array.
     """
-    return np.arccos(np.clip(overlap, -1.0, 1.0)) / np.pi
+    xp = jnp if isinstance(overlap, jax.Array) else np
+    return xp.arccos(xp.clip(overlap, -1.0, 1.0)) / xp.pi
+
+
+def _prefix_masks(alphas, n: int):
+    """Loads ``alpha`` as prefixes of one draw: ``(alphas, P_max, masks)`` with ``masks[i, mu] = 1``
+    for the first ``alpha_i N`` examples."""
+    alphas = np.asarray(alphas, dtype=float)
+    ps = np.round(alphas * n).astype(int)
+    p_max = int(ps.max())
+    return alphas, p_max, jnp.asarray(np.arange(p_max)[None, :] < ps[:, None], dtype=jnp.float32)
 
 
 def student_at_overlap(teacher, overlap, *, key):
@@ -415,10 +426,7 @@ def run_hebb(
     error for isotropic inputs (``run_overlap`` checks that identity). One draw
     of ``P_max`` examples per seed; the students for smaller ``P`` use its prefixes.
     """
-    alphas = np.asarray(alphas, dtype=float)
-    ps = np.round(alphas * n).astype(int)
-    p_max = int(ps.max())
-    masks = jnp.asarray(np.arange(p_max)[None, :] < ps[:, None], dtype=jnp.float32)
+    alphas, p_max, masks = _prefix_masks(alphas, n)
 
     def one_seed(seed_key):
         t_key, x_key = jax.random.split(seed_key)
@@ -427,7 +435,7 @@ def run_hebb(
         y = jnp.sign(x @ teacher)
         students = hebb_student(x, masks * y[None, :])  # (n_alpha, n): prefix sums
         r = students @ teacher / (jnp.linalg.norm(students, axis=1) * jnp.linalg.norm(teacher))
-        return jnp.arccos(jnp.clip(r, -1.0, 1.0)) / jnp.pi
+        return generalization_error(r)
 
     eps = jax.lax.map(jax.jit(one_seed), jax.random.split(key, n_seeds))
     return HebbResult(alphas, np.asarray(eps), n)
@@ -745,10 +753,7 @@ def run_amp(
     uses the first ``alpha N`` of them (the rest padded with ``y = 0``), all loads
     in one ``vmap``. The error of the student ``sign(a . x)`` is ``arccos(R)/pi``.
     """
-    alphas = np.asarray(alphas, dtype=float)
-    ps = np.round(alphas * n).astype(int)
-    p_max = int(ps.max())
-    masks = jnp.asarray(np.arange(p_max)[None, :] < ps[:, None], dtype=jnp.float32)
+    alphas, p_max, masks = _prefix_masks(alphas, n)
 
     def one_seed(seed_key):
         t_key, x_key = jax.random.split(seed_key)
@@ -757,7 +762,7 @@ def run_amp(
         y = jnp.sign(x @ teacher)
         a = jax.vmap(lambda m: amp_perceptron(x, m * y, steps=steps))(masks)  # (n_alpha, N)
         r = a @ teacher / (jnp.linalg.norm(a, axis=1) * jnp.sqrt(n))
-        return jnp.arccos(jnp.clip(r, -1.0, 1.0)) / jnp.pi
+        return generalization_error(r)
 
     eps = jax.lax.map(jax.jit(one_seed), jax.random.split(key, n_seeds))
     return AMPResult(alphas, np.asarray(eps), n)

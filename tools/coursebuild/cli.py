@@ -257,10 +257,12 @@ def main(argv: list[str] | None = None) -> int:
             status = render_with_quarto(project, quarto, args.paths, use_cache=not args.no_cache)
         else:
             status = render_without_quarto(project, args.paths, use_cache=not args.no_cache)
-        # Quarto makes no slide PDFs: the same step follows both paths; the course book after a
-        # render of the whole course (Quarto's post-render script builds it there); the search
-        # index is rebuilt (about a second) so that it holds what was just rendered
-        if not status and not args.paths and not quarto_used:
+        # Quarto makes no slide PDFs: the same step follows both paths. The course book (after a
+        # render of the whole course) and the search index: here on the Quarto-free path, by
+        # Quarto's post-render script (tools/quarto_post_render.py) under Quarto
+        if quarto_used:
+            return status or slide_pdfs(project, args.paths)
+        if not status and not args.paths:
             status = course_book(project, use_cache=not args.no_cache)
         return status or slide_pdfs(project, args.paths) or search_index(project)
     except BuildError as exc:

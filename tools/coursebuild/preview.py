@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from .errors import BuildError
+from .inspect_deck import _Quiet  # the site's MIME types, no access log
 from .render import Project, install_site_libs, install_static_figures, read_qmd, render_document
 
 RELOAD = b"""<script>/* coursebuild preview: reload when a render has finished */
@@ -45,37 +46,26 @@ class State:
 
 
 def _handler(root: Path, state: State):
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
-                          ".js": "text/javascript", ".svg": "image/svg+xml", ".woff2": "font/woff2"}
-
-        def log_message(self, *args):
-            pass
+    class Handler(_Quiet):
+        def _send(self, body: bytes, content_type: str) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
         def do_GET(self):
             if self.path.startswith("/__coursebuild/version"):
-                body = str(state.version).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Cache-Control", "no-store")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-                return
+                return self._send(str(state.version).encode(), "text/plain")
             path = Path(self.translate_path(self.path))
             if path.is_dir():
                 path = path / "index.html"
             if path.suffix == ".html" and path.is_file():
                 html = path.read_bytes()
                 at = html.rfind(b"</body>")
-                html = html[:at] + RELOAD + html[at:] if at >= 0 else html + RELOAD
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Cache-Control", "no-store")
-                self.send_header("Content-Length", str(len(html)))
-                self.end_headers()
-                self.wfile.write(html)
-                return
+                return self._send(html[:at] + RELOAD + html[at:] if at >= 0 else html + RELOAD,
+                                  "text/html; charset=utf-8")
             super().do_GET()
 
     return functools.partial(Handler, directory=str(root))
