@@ -36,17 +36,28 @@ References:
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from scipy.special import logsumexp
 
 from dlcourse import plotting
 from dlcourse.mlp import apply_batch, init_mlp
+from dlcourse.train import QUICK_COMPILE
 
 Array = jax.Array
+
+# Compilation dominates this week's CPU time: each experiment compiles its programs once and runs
+# them once. Programs that run once and briefly (sampling, evaluation) skip XLA's backend
+# optimization (dlcourse.train.QUICK_COMPILE); the training loops and samplers use level 1, which
+# compiled the ring's GAN in 3.5 s instead of 7.9 s at the default level and ran it as fast
+# (1.3 s against 1.3 s on a 2-core CPU). Neither changes the operations, only how well LLVM optimizes them.
+jit_once = partial(jax.jit, compiler_options=QUICK_COMPILE)
+jit_loop = partial(jax.jit, compiler_options={"xla_backend_optimization_level": 1})
 
 # ---------------------------------------------------------------------------
 # Gaussian mixtures: sampling, density, score
@@ -226,7 +237,7 @@ def train_discriminator(p_data: Mixture, p_gen: Mixture, *, steps: int, batch: i
 
 
 def run_discriminator(*, steps: int = 1500, batch: int = 512, width: int = 32, lr: float = 1e-2,
-                      n_eval: int = 200_000, key: Array) -> DiscriminatorResult:
+                      n_eval: int = 100_000, key: Array) -> DiscriminatorResult:
     """Train a discriminator between ``bimodal_1d`` (data) and ``unimodal_1d`` (generator).
 
     Returns the trained ``D`` and the optimal ``D* = p_data / (p_data + p_g)``
@@ -237,7 +248,7 @@ def run_discriminator(*, steps: int = 1500, batch: int = 512, width: int = 32, l
     p_data, p_gen = bimodal_1d(), unimodal_1d()
     train_key, control_key, data_key, gen_key = jax.random.split(key, 4)
 
-    @jax.jit
+    @jit_loop
     def train(shuffle, k):  # the discriminator and its control: one compiled program, a traced flag
         return train_discriminator(p_data, p_gen, steps=steps, batch=batch, width=width, lr=lr,
                                    shuffle_labels=shuffle, key=k)
@@ -246,20 +257,25 @@ def run_discriminator(*, steps: int = 1500, batch: int = 512, width: int = 32, l
     control = train(jnp.array(True), control_key)
     grid = np.linspace(-4.0, 4.0, 401)
     pd, pg = density_1d(p_data, grid), density_1d(p_gen, grid)
-    x_grid = jnp.asarray(grid, jnp.float32)[:, None]
-    x_data, _ = sample_mixture(p_data, n_eval, key=data_key)
-    x_gen, _ = sample_mixture(p_gen, n_eval, key=gen_key)
-    log_d = np.asarray(jax.nn.log_sigmoid(net(params, x_data)[:, 0]), np.float64)
-    log_1md = np.asarray(jax.nn.log_sigmoid(-net(params, x_gen)[:, 0]), np.float64)
+
+    @jit_once
+    def evaluate(params, control, x_grid, data_key, gen_key):  # one program: eager ops compile one by one
+        x_data, _ = sample_mixture(p_data, n_eval, key=data_key)
+        x_gen, _ = sample_mixture(p_gen, n_eval, key=gen_key)
+        return (jax.nn.log_sigmoid(net(params, x_data)[:, 0]), jax.nn.log_sigmoid(-net(params, x_gen)[:, 0]),
+                jax.nn.sigmoid(net(params, x_grid)[:, 0]), jax.nn.sigmoid(net(control, x_grid)[:, 0]),
+                gan_value(net(control, x_data)[:, 0], net(control, x_gen)[:, 0]))
+
+    log_d, log_1md, d_trained, d_shuffled, value_shuffled = (
+        np.asarray(a, np.float64)
+        for a in evaluate(params, control, jnp.asarray(grid, jnp.float32)[:, None], data_key, gen_key))
     return DiscriminatorResult(
-        grid=grid,
-        d_trained=np.asarray(jax.nn.sigmoid(net(params, x_grid)[:, 0]), np.float64),
-        d_shuffled=np.asarray(jax.nn.sigmoid(net(control, x_grid)[:, 0]), np.float64),
+        grid=grid, d_trained=d_trained, d_shuffled=d_shuffled,
         d_optimal=pd / (pd + pg),
         weight=0.5 * (pd + pg),
         value=float(log_d.mean() + log_1md.mean()),
         value_se=float(math.hypot(log_d.std() / math.sqrt(n_eval), log_1md.std() / math.sqrt(n_eval))),
-        value_shuffled=float(gan_value(net(control, x_data)[:, 0], net(control, x_gen)[:, 0])),
+        value_shuffled=float(value_shuffled),
         js=jensen_shannon_1d(p_data, p_gen),
     )
 
@@ -402,7 +418,7 @@ class RingResult(NamedTuple):
     quality_wgan: np.ndarray
 
 
-def run_ring(*, n_seeds: int = 4, ring_std: float = 0.1, rounds_gan: int = 2000, rounds_wgan: int = 600,
+def run_ring(*, n_seeds: int = 4, ring_std: float = 0.1, rounds_gan: int = 1500, rounds_wgan: int = 500,
              batch: int = 64, z_dim: int = 2, width: int = 64, lr_gan: float = 1e-3, lr_wgan: float = 1e-3,
              n_critic: int = 5, penalty: float = 10.0, n_samples: int = 2000, key: Array) -> RingResult:
     """A GAN and a WGAN-GP on ``ring(std=ring_std)``, ``n_seeds`` seeds each (``vmap``), and the modes they cover."""
@@ -417,11 +433,12 @@ def run_ring(*, n_seeds: int = 4, ring_std: float = 0.1, rounds_gan: int = 2000,
         return train_gan(kind="wgan-gp", rounds=rounds_wgan, n_critic=n_critic, penalty=penalty, lr=lr_wgan,
                          key=k, **common)[0]
 
-    x_gan = np.asarray(jax.jit(jax.vmap(gan))(jax.random.split(gan_key, n_seeds)))
-    x_wgan = np.asarray(jax.jit(jax.vmap(wgan))(jax.random.split(wgan_key, n_seeds)))
+    x_gan = np.asarray(jit_loop(jax.vmap(gan))(jax.random.split(gan_key, n_seeds)))
+    x_wgan = np.asarray(jit_loop(jax.vmap(wgan))(jax.random.split(wgan_key, n_seeds)))
     cov_gan = [modes_covered(data, x) for x in x_gan]
     cov_wgan = [modes_covered(data, x) for x in x_wgan]
-    return RingResult(data, np.asarray(sample_mixture(data, n_samples, key=data_key)[0]), x_gan, x_wgan,
+    x_data = jit_once(lambda k: sample_mixture(data, n_samples, key=k)[0])(data_key)
+    return RingResult(data, np.asarray(x_data), x_gan, x_wgan,
                       np.array([c[0] for c in cov_gan]), np.array([c[0] for c in cov_wgan]),
                       np.array([c[1] for c in cov_gan]), np.array([c[1] for c in cov_wgan]))
 
@@ -472,8 +489,8 @@ def train_critic(x_data: Array, x_gen: Array, *, steps: int, width: int, lr: flo
     return params
 
 
-def run_critic(*, n: int = 1000, steps: int = 800, width: int = 32, lr: float = 3e-3,
-               penalty: float = 10.0, key: Array) -> CriticResult:
+def run_critic(*, n: int = 1000, steps: int = 2000, width: int = 32, lr: float = 3e-3,
+               penalty: float = 30.0, key: Array) -> CriticResult:
     """A critic's estimate of ``W1`` between samples of ``bimodal_1d`` and ``unimodal_1d``.
 
     In one dimension the exact value for two samples of equal size is
@@ -482,15 +499,23 @@ def run_critic(*, n: int = 1000, steps: int = 800, width: int = 32, lr: float = 
     """
     p_data, p_gen = bimodal_1d(), unimodal_1d()
     data_key, gen_key, critic_key, free_key = jax.random.split(key, 4)
-    x_data, _ = sample_mixture(p_data, n, key=data_key)
-    x_gen, _ = sample_mixture(p_gen, n, key=gen_key)
-    train = jax.jit(train_critic, static_argnames=("steps", "width"))
+    x_data, x_gen = jit_once(lambda k1, k2: (sample_mixture(p_data, n, key=k1)[0],
+                                            sample_mixture(p_gen, n, key=k2)[0]))(data_key, gen_key)
+    train = jit_loop(train_critic, static_argnames=("steps", "width"))
     params = train(x_data, x_gen, steps=steps, width=width, lr=lr, penalty=penalty, key=critic_key)
     free = train(x_data, x_gen, steps=steps, width=width, lr=lr, penalty=0.0, key=free_key)
     pooled = np.concatenate([np.asarray(x_data[:, 0]), np.asarray(x_gen[:, 0])])
     grid = np.linspace(pooled.min(), pooled.max(), 2001)
-    f_grid = np.asarray(net(params, jnp.asarray(grid, jnp.float32)[:, None])[:, 0], np.float64)
-    slope = jax.vmap(jax.grad(lambda x: net(params, x[None, None])[0, 0]))(jnp.asarray(grid, jnp.float32))
+
+    @jit_once
+    def probe(params, free, grid):  # f and f' on the grid, and both critics' gaps, in one program
+        f = net(params, grid[:, None])[:, 0]
+        slope = jax.vmap(jax.grad(lambda x: net(params, x[None, None])[0, 0]))(grid)
+        gap = net(params, x_data).mean() - net(params, x_gen).mean()
+        return f, slope, gap, net(free, x_data).mean() - net(free, x_gen).mean()
+
+    f_grid, slope, gap, gap_free = probe(params, free, jnp.asarray(grid, jnp.float32))
+    f_grid = np.asarray(f_grid, np.float64)
     # The empirical CDFs of the two samples on the grid.
     cdf_data = np.searchsorted(np.sort(np.asarray(x_data[:, 0])), grid, side="right") / n
     cdf_gen = np.searchsorted(np.sort(np.asarray(x_gen[:, 0])), grid, side="right") / n
@@ -499,8 +524,8 @@ def run_critic(*, n: int = 1000, steps: int = 800, width: int = 32, lr: float = 
     return CriticResult(
         x_data=np.asarray(x_data[:, 0]), x_gen=np.asarray(x_gen[:, 0]),
         w1_sorted=wasserstein1_sorted(x_data, x_gen), w1_population=wasserstein1_1d(p_data, p_gen),
-        estimate=float(net(params, x_data).mean() - net(params, x_gen).mean()),
-        estimate_free=float(net(free, x_data).mean() - net(free, x_gen).mean()),
+        estimate=float(gap),
+        estimate_free=float(gap_free),
         grid=grid, slope=np.asarray(slope, np.float64), slope_optimal=slope_optimal,
         potential=f_grid - f_grid.mean(), potential_optimal=potential_optimal - potential_optimal.mean(),
         lipschitz=float(np.max(np.abs(slope))),
@@ -564,14 +589,16 @@ def iw_bound(log_w: Array, k: int) -> Array:
     group estimates are averaged (an unbiased estimate of ``L_K`` per image).
     ``L_1`` is the ELBO; Burda et al. (2016, Thm. 1): ``L_K <= L_{K+1} <= log p(x)``.
     """
+    log_w = np.asarray(log_w, np.float64)  # float64 NumPy: small arrays, no compilation per K
     groups = log_w[:, : (log_w.shape[1] // k) * k].reshape(log_w.shape[0], -1, k)
-    return jnp.mean(jax.nn.logsumexp(groups, axis=2) - jnp.log(k), axis=1)
+    return np.mean(logsumexp(groups, axis=2) - np.log(k), axis=1)
 
 
 def mean_log_weight(log_w: Array, k: int) -> Array:
     """Negative control: ``(1/K) sum_k log w_k``, whose expectation is the ELBO for every ``K``."""
+    log_w = np.asarray(log_w, np.float64)
     groups = log_w[:, : (log_w.shape[1] // k) * k].reshape(log_w.shape[0], -1, k)
-    return jnp.mean(jnp.mean(groups, axis=2), axis=1)
+    return np.mean(np.mean(groups, axis=2), axis=1)
 
 
 class VAEResult(NamedTuple):
@@ -593,7 +620,7 @@ def _paired_gain(per_image: Array) -> tuple[np.ndarray, np.ndarray]:
     return diff.mean(axis=0), diff.std(axis=0, ddof=1) / math.sqrt(diff.shape[0])
 
 
-def run_vae(*, z_dim: int = 8, width: int = 128, steps: int = 2000, batch: int = 128, lr: float = 2e-3,
+def run_vae(*, z_dim: int = 8, width: int = 128, steps: int = 1500, batch: int = 128, lr: float = 2e-3,
             ks=(1, 4, 16, 64, 256), n_test: int = 400, key: Array) -> VAEResult:
     """Train a VAE on binarized digits; measure ``L_K`` on held-out images for each ``K`` in ``ks``.
 
@@ -605,12 +632,17 @@ def run_vae(*, z_dim: int = 8, width: int = 128, steps: int = 2000, batch: int =
     """
     split_key, init_key, train_key, eval_key, control_key, sample_key = jax.random.split(key, 6)
     x = jnp.asarray(binarized_digits())
-    perm = jax.random.permutation(split_key, x.shape[0])
-    x_test, x_train = x[perm[:n_test]], x[perm[n_test:]]
-    params = vae_init(x_dim=x.shape[1], z_dim=z_dim, width=width, key=init_key)
+
+    @jit_once
+    def split(k):  # a random test set of n_test images, the rest for training
+        perm = jax.random.permutation(k, x.shape[0])
+        return x[perm[:n_test]], x[perm[n_test:]]
+
+    x_test, x_train = split(split_key)
+    params = jit_once(lambda k: vae_init(x_dim=x.shape[1], z_dim=z_dim, width=width, key=k))(init_key)
     optimizer = optax.adam(optax.cosine_decay_schedule(lr, steps, alpha=0.05))
 
-    @jax.jit
+    @jit_loop
     def train(params, key):
         def step(state, k):
             params, opt_state = state
@@ -625,22 +657,27 @@ def run_vae(*, z_dim: int = 8, width: int = 128, steps: int = 2000, batch: int =
 
     params, losses = train(params, train_key)
     m = max(ks)
-    draw = jax.jit(jax.vmap(lambda xi, k: log_weights(params, xi, m, key=k)))
+    draw = jit_loop(jax.vmap(lambda xi, k: log_weights(params, xi, m, key=k)))
     log_w = draw(x_test, jax.random.split(eval_key, n_test))
-    per_image = jnp.stack([iw_bound(log_w, k) for k in ks], axis=1)
-    control = jnp.stack([mean_log_weight(draw(x_test, jax.random.split(ck, n_test)), k)
-                         for k, ck in zip(ks, jax.random.split(control_key, len(ks)))], axis=1)
+    per_image = np.stack([iw_bound(log_w, k) for k in ks], axis=1)
+    control = np.stack([mean_log_weight(draw(x_test, jax.random.split(ck, n_test)), k)
+                        for k, ck in zip(ks, jax.random.split(control_key, len(ks)))], axis=1)
     gain, gain_se = _paired_gain(per_image)
     control_gain, control_gain_se = _paired_gain(control)
-    mu = jnp.split(net(params.encoder, x_test[:8]), 2, axis=1)[0]
+    @jit_once
+    def pictures(params, k):  # decoder means at z ~ N(0, I), and reconstructions at z = mu(x)
+        mu = jnp.split(net(params.encoder, x_test[:8]), 2, axis=1)[0]
+        return (jax.nn.sigmoid(net(params.decoder, jax.random.normal(k, (16, z_dim)))),
+                jax.nn.sigmoid(net(params.decoder, mu)))
+
+    samples, reconstructions = pictures(params, sample_key)
     return VAEResult(
         ks=np.asarray(ks), bound=np.asarray(per_image.mean(axis=0), np.float64),
         bound_se=np.asarray(per_image.std(axis=0, ddof=1), np.float64) / math.sqrt(n_test),
         gain=gain, gain_se=gain_se, control_gain=control_gain, control_gain_se=control_gain_se,
         losses=np.asarray(losses),
-        samples=np.asarray(jax.nn.sigmoid(net(params.decoder, jax.random.normal(sample_key, (16, z_dim))))),
-        test_images=np.asarray(x_test[:8]),
-        reconstructions=np.asarray(jax.nn.sigmoid(net(params.decoder, mu))),
+        samples=np.asarray(samples), test_images=np.asarray(x_test[:8]),
+        reconstructions=np.asarray(reconstructions),
     )
 
 
@@ -683,7 +720,7 @@ def dsm_loss(params, x: Array, *, sigma_min: float, sigma_max: float, key: Array
 
 def noise_levels(sigma_min: float, sigma_max: float, n_steps: int) -> Array:
     """Geometric noise levels ``sigma_max = sigma_0 > ... > sigma_{n_steps} = sigma_min``."""
-    return sigma_max * (sigma_min / sigma_max) ** (jnp.arange(n_steps + 1) / n_steps)
+    return jnp.asarray(sigma_max * (sigma_min / sigma_max) ** (np.arange(n_steps + 1) / n_steps), jnp.float32)
 
 
 def reverse_sample(score_fn, n: int, *, sigmas: Array, dim: int = 2, key: Array) -> Array:
@@ -755,7 +792,7 @@ class DiffusionResult(NamedTuple):
 
 def run_diffusion(*, width: int = 96, steps: int = 2000, batch: int = 512, lr: float = 3e-3,
                   sigma_min: float = 0.02, sigma_max: float = 4.0, n_samples: int = 4000,
-                  n_steps: int = 400, sigmas_eval=(0.05, 0.1, 0.2, 0.5, 1.0, 2.0), n_eval: int = 4000,
+                  n_steps: int = 300, sigmas_eval=(0.05, 0.1, 0.2, 0.5, 1.0, 2.0), n_eval: int = 4000,
                   key: Array) -> DiffusionResult:
     """Denoising score matching on ``three_gaussians()`` and reverse-time sampling.
 
@@ -764,10 +801,10 @@ def run_diffusion(*, width: int = 96, steps: int = 2000, batch: int = 512, lr: f
     """
     mix = three_gaussians()
     (init_key, train_key, eval_key, sample_key, exact_key, langevin_key) = jax.random.split(key, 6)
-    params = init_net([3, width, width, width, 2], key=init_key)
+    params = jit_once(lambda k: init_net([3, width, width, width, 2], key=k))(init_key)
     optimizer = optax.adam(optax.cosine_decay_schedule(lr, steps, alpha=0.02))
 
-    @jax.jit
+    @jit_loop
     def train(params, key):
         def step(state, k):
             params, opt_state = state
@@ -790,18 +827,21 @@ def run_diffusion(*, width: int = 96, steps: int = 2000, batch: int = 512, lr: f
     def exact_fn(x, sigma):
         return exact(mix, x, sigma)
 
-    errors = []
-    for sigma, k in zip(sigmas_eval, jax.random.split(eval_key, len(sigmas_eval))):
+    @jit_once
+    def score_error(k, sigma):  # on fresh samples of p_sigma; one program for every sigma
         clean_key, noise_key = jax.random.split(k)
         x, _ = sample_mixture(mix, n_eval, key=clean_key)
         x = x + sigma * jax.random.normal(noise_key, x.shape)
         true = exact_fn(x, sigma)
-        errors.append(float(jnp.sum((learned(x, sigma) - true) ** 2) / jnp.sum(true**2)))
+        return jnp.sum((learned(x, sigma) - true) ** 2) / jnp.sum(true**2)
+
+    errors = [float(score_error(k, jnp.float32(sigma)))
+              for sigma, k in zip(sigmas_eval, jax.random.split(eval_key, len(sigmas_eval)))]
     sigmas = noise_levels(sigma_min, sigma_max, n_steps)
-    sample = jax.jit(reverse_sample, static_argnums=(0, 1))
+    sample = jit_loop(reverse_sample, static_argnums=(0, 1))
     x_net = sample(learned, n_samples, sigmas=sigmas, key=sample_key)
     x_exact = sample(exact_fn, n_samples, sigmas=sigmas, key=exact_key)
-    x_lang = jax.jit(langevin_sample, static_argnums=(0, 1), static_argnames=("steps",))(
+    x_lang = jit_loop(langevin_sample, static_argnums=(0, 1), static_argnames=("steps",))(
         exact_fn, n_samples, sigma=sigma_min, step_size=2e-3, steps=n_steps, box=3.0, key=langevin_key)
     return DiffusionResult(
         mixture=mix, sigmas_eval=np.asarray(sigmas_eval), score_error=np.asarray(errors), losses=np.asarray(losses),
@@ -908,10 +948,15 @@ def plot_score_field(result: DiffusionResult, axes):
     """Arrows of the learned score (a) and of the exact score (b) at ``sigma = result.grid_sigma``."""
     ticks = np.linspace(-2.5, 2.5, 17)
     xx, yy = np.meshgrid(ticks, ticks)
-    points = jnp.asarray(np.stack([xx.ravel(), yy.ravel()], axis=1), jnp.float32)
+    points = np.stack([xx.ravel(), yy.ravel()], axis=1)
     sigma = result.grid_sigma
-    learned = np.asarray(score_net(result.params, points, jnp.full((points.shape[0],), sigma)))
-    exact = np.asarray(jax.vmap(mixture_score, in_axes=(None, 0, None))(result.mixture, points, sigma))
+
+    @jit_once
+    def fields(params, x):  # both fields in one compiled program
+        return (score_net(params, x, jnp.full((x.shape[0],), sigma)),
+                jax.vmap(mixture_score, in_axes=(None, 0, None))(result.mixture, x, sigma))
+
+    learned, exact = (np.asarray(f) for f in fields(result.params, jnp.asarray(points, jnp.float32)))
     means = np.asarray(result.mixture.means)
     for ax, field, title, colour in ((axes[0], learned, r"learned $s_\theta$", 0),
                                      (axes[1], exact, r"exact $\nabla \log p_\sigma$", 6)):

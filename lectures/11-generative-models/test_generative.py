@@ -133,13 +133,13 @@ def test_discriminator_approaches_the_optimal_one(key):
 def test_critic_estimates_the_sorted_w1(key):
     result = generative.run_critic(n=400, steps=600, key=key)
     # KR duality: f / Lip(f) is 1-Lipschitz, so its gap is at most W1 of the two samples
-    # (exact, from sorting); measured -6.8 % at this size, the tolerance is 10 %.
+    # (exact, from sorting); measured -3.6 % at this size (600 steps, not converged), the tolerance is 10 %.
     certified = result.estimate / result.lipschitz
     assert certified <= result.w1_sorted + 1e-6
     assert certified == pytest.approx(result.w1_sorted, rel=0.10)
-    # The penalized (soft-constrained) estimate itself: measured +4.8 %.
+    # The penalized (soft-constrained) estimate itself: measured -0.3 %; -6 % on two other keys.
     assert result.estimate == pytest.approx(result.w1_sorted, rel=0.10)
-    # Control: without the penalty the critic's gap grows without bound (measured 56 x W1).
+    # Control: without the penalty the critic's gap grows without bound (measured 62 x W1).
     assert result.estimate_free > 2 * result.w1_sorted
 
 
