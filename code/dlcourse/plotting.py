@@ -122,6 +122,22 @@ def loglog_fit_line(ax, x, slope: float, intercept: float, *, label: str | None 
     return ax
 
 
+def plain_log_ticks(ax, axis: str = "y"):
+    """Label a logarithmic axis at 1, 2, 5 x 10^k in plain numbers (0.2, 0.5, 1, 2, ...), not 2 x 10^-1.
+
+    Call after ``set_xscale("log")`` / ``set_yscale("log")`` and after plotting; meant for
+    axes over at most about four decades (beyond that, the default decade labels read better).
+    """
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    for name in ("x", "y") if axis == "both" else (axis,):
+        target = ax.xaxis if name == "x" else ax.yaxis
+        target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        target.set_minor_formatter(NullFormatter())
+    return ax
+
+
 def label_axes(ax, xlabel: str, ylabel: str, *, title: str | None = None):
     """Name the axes with the text's symbols (mathtext, e.g. ``r"$p/n$"``)."""
     ax.set_xlabel(xlabel)

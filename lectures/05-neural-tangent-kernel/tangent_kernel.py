@@ -46,7 +46,6 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 import numpy as np
 import optax
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from dlcourse import metrics, mlp, ntk, plotting, train
 
@@ -743,9 +742,7 @@ def _log_y(ax):
     ax.set_yscale("log")
     low, high = ax.get_ylim()
     if high / low <= 1e4:
-        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.yaxis.set_minor_formatter(NullFormatter())
+        plotting.plain_log_ticks(ax, "y")
     return ax
 
 

@@ -386,7 +386,7 @@ def plot_overlap(result: OverlapResult, ax):
                                   theory=generalization_error(fine), err=err, label="measured",
                                   theory_label=r"$\arccos(R)/\pi$")
     ax.legend(loc="upper right")
-    return plotting.label_axes(ax, r"overlap $R$", r"$\varepsilon$")
+    return plotting.label_axes(ax, r"overlap $R$", r"generalization error $\varepsilon$")
 
 
 # ---------------------------------------------------------------------------
@@ -454,8 +454,9 @@ def plot_hebb(result: HebbResult, ax, *, gibbs_alphas=None, gibbs_eps=None):
                 label="Gibbs (replica), theory")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    plotting.plain_log_ticks(ax, "both")
     ax.legend(loc="lower left")
-    return plotting.label_axes(ax, r"$\alpha = P/N$", r"$\varepsilon$")
+    return plotting.label_axes(ax, r"$\alpha = P/N$", r"generalization error $\varepsilon$")
 
 
 # ---------------------------------------------------------------------------
@@ -785,7 +786,7 @@ def plot_amp(result: AMPResult, ax, *, alpha_c: float, alpha_sp: float):
     ax.errorbar(result.alphas, mean, yerr=sem, ls="none", marker="o", ms=7, color=plotting.PALETTE[0],
                 capsize=2, label=rf"AMP, $N = {result.n}$", zorder=5)
     ax.legend(loc="upper right")
-    return plotting.label_axes(ax, r"$\alpha = P/N$", r"$\varepsilon$")
+    return plotting.label_axes(ax, r"$\alpha = P/N$", r"generalization error $\varepsilon$")
 
 
 # ---------------------------------------------------------------------------
