@@ -788,19 +788,25 @@ class DiffusionResult(NamedTuple):
     fractions_langevin: np.ndarray
     grid_sigma: float  # noise level of the drawn score field
     params: list
+    starts: np.ndarray  # (2,) sigma_0 of the start check: sigma_narrow and sigma_max
+    fractions_starts: np.ndarray  # (2, K) exact-score fractions from each start, n_samples * n_repeats samples
+    n_start_check: int  # samples behind each row of fractions_starts
 
 
-def run_diffusion(*, width: int = 96, steps: int = 2000, batch: int = 512, lr: float = 3e-3,
-                  sigma_min: float = 0.02, sigma_max: float = 4.0, n_samples: int = 4000,
+def run_diffusion(*, width: int = 96, steps: int = 4000, batch: int = 512, lr: float = 3e-3,
+                  sigma_min: float = 0.02, sigma_max: float = 8.0, n_samples: int = 4000,
                   n_steps: int = 300, sigmas_eval=(0.05, 0.1, 0.2, 0.5, 1.0, 2.0), n_eval: int = 4000,
-                  key: Array) -> DiffusionResult:
+                  sigma_narrow: float = 4.0, n_repeats: int = 10, key: Array) -> DiffusionResult:
     """Denoising score matching on ``three_gaussians()`` and reverse-time sampling.
 
     The score error is measured at each ``sigma`` in ``sigmas_eval`` on fresh
-    samples of ``p_sigma`` against the closed form ``mixture_score``.
+    samples of ``p_sigma`` against the closed form ``mixture_score``. The start
+    check runs the exact-score sampler ``n_repeats`` times (the same compiled
+    program) from ``sigma_0 = sigma_narrow`` and from ``sigma_0 = sigma_max``:
+    the start ``N(0, sigma_0^2 I)`` in place of ``p_{sigma_0}`` shifts the weights.
     """
     mix = three_gaussians()
-    (init_key, train_key, eval_key, sample_key, exact_key, langevin_key) = jax.random.split(key, 6)
+    (init_key, train_key, eval_key, sample_key, exact_key, langevin_key, start_key) = jax.random.split(key, 7)
     params = jit_once(lambda k: init_net([3, width, width, width, 2], key=k))(init_key)
     optimizer = optax.adam(optax.cosine_decay_schedule(lr, steps, alpha=0.02))
 
@@ -848,6 +854,12 @@ def run_diffusion(*, width: int = 96, steps: int = 2000, batch: int = 512, lr: f
         samples=np.asarray(x_net), samples_exact=np.asarray(x_exact), samples_langevin=np.asarray(x_lang),
         fractions=component_fractions(mix, x_net), fractions_exact=component_fractions(mix, x_exact),
         fractions_langevin=component_fractions(mix, x_lang), grid_sigma=0.3, params=params,
+        starts=np.array([sigma_narrow, sigma_max]),
+        fractions_starts=np.array([
+            np.mean([component_fractions(mix, sample(exact_fn, n_samples, sigmas=noise_levels(sigma_min, s0, n_steps), key=k))
+                     for k in jax.random.split(jax.random.fold_in(start_key, i), n_repeats)], axis=0)
+            for i, s0 in enumerate((sigma_narrow, sigma_max))]),
+        n_start_check=n_samples * n_repeats,
     )
 
 

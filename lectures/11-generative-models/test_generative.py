@@ -157,12 +157,12 @@ def test_importance_weighted_bound_increases_with_k(key):
 
 
 def test_diffusion_recovers_the_score_and_the_weights(key):
-    result = generative.run_diffusion(steps=1200, width=64, n_samples=2000, n_steps=200, n_eval=1000, key=key)
+    result = generative.run_diffusion(steps=1200, width=64, n_samples=2000, n_steps=200, n_eval=1000, n_repeats=1, key=key)
     # The exact score of the noised mixture is known in closed form; a 64-unit network after
-    # 1200 steps has relative squared error 0.064 at sigma = 0.05 and below 0.03 elsewhere.
+    # 1200 steps has relative squared error 0.035 at sigma = 0.05 and below 0.03 elsewhere.
     assert np.max(result.score_error) < 0.15
     # Reverse-time samples put the mixture's weights on its components: binomial z-scores
-    # of 2000 samples below 4 (measured 3.0 at most at this size).
+    # of 2000 samples below 4 (measured 1.8 at most at this size; 3.3 on another key).
     n = result.samples.shape[0]
     assert np.max(np.abs(generative.fraction_z_scores(result.fractions, result.mixture.weights, n))) < 4
     # Control: Langevin at the smallest noise level from uniform starts fills the modes by
