@@ -445,6 +445,10 @@ class ScheduleResult(NamedTuple):
     measured: dict  # name -> mean over chains, shape (steps,)
     theory: dict  # name -> exact mean (sgd_mean_loss)
     floors: dict  # name -> stationary loss of the final learning rate
+    chains: dict  # name -> loss of every chain, shape (n_seeds, steps)
+    noise_var: np.ndarray  # Sigma_ii in H's eigenbasis (for the noiseless control)
+    h: np.ndarray  # eigenvalues of H
+    theta0_sq: np.ndarray  # squared coordinates of theta_0 in H's eigenbasis
 
 
 def run_schedules(
@@ -490,7 +494,27 @@ def run_schedules(
             n: float(sgd_stationary_excess_loss(table[i, -1], prob.h, prob.noise_var))
             for i, n in enumerate(names)
         },
+        chains={n: np.asarray(losses[i]) for i, n in enumerate(names)},
+        noise_var=np.asarray(prob.noise_var), h=np.asarray(prob.h), theta0_sq=theta0_sq,
     )
+
+
+def schedule_window_z(res: ScheduleResult, *, window: int = 200, noiseless: bool = False) -> dict:
+    """z-score of each schedule's mean loss over its last ``window`` steps against the exact mean.
+
+    Each chain's window average is one independent sample (the steps inside a window
+    are correlated, the chains are not), so the standard error is that of the chains'
+    window averages. ``noiseless=True`` compares with the exact mean of gradient descent
+    without noise (``Sigma = 0``): the negative control.
+    """
+    out = {}
+    for name, chains in res.chains.items():
+        per_chain = np.asarray(chains, np.float64)[:, -window:].mean(axis=1)
+        noise = 0.0 * res.noise_var if noiseless else res.noise_var
+        theory = sgd_mean_loss(res.lrs[name], res.h, noise, res.theta0_sq)[-window:].mean()
+        sem = per_chain.std(ddof=1) / np.sqrt(per_chain.size)
+        out[name] = float((per_chain.mean() - theory) / sem)
+    return out
 
 
 class BatchFloorResult(NamedTuple):

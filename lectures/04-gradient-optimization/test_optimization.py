@@ -166,13 +166,18 @@ def test_noisy_quadratic_noise_var_is_diagonal_in_eigenbasis():
 
 
 def test_schedules_follow_exact_mean_loss():
-    # Mean of 16 chains against the exact second-moment recursion, averaged over
-    # the last 200 steps of each schedule (where each sits near its final floor):
-    # relative SEM of such a window ~ 1/sqrt(16 * 200 * eta h_min) < 10%, so 25%.
+    # Mean of 16 chains against the exact second-moment recursion (exact for Gaussian
+    # noise), averaged over the last 200 steps of each schedule. Steps inside a window
+    # are correlated, chains are not: the z-score uses the chains' window averages
+    # (measured |z| <= 1.6 on three keys, while the relative gap reached 25 % on one:
+    # a 16-chain window at a small final eta is noisy, not biased). 4 standard errors.
     res = optimization.run_schedules(key=jax.random.key(2), steps=900, n_seeds=16)
-    for name in res.measured:
-        m, th = res.measured[name][-200:].mean(), res.theory[name][-200:].mean()
-        assert m == pytest.approx(th, rel=0.25), name
+    z = optimization.schedule_window_z(res)
+    assert max(abs(v) for v in z.values()) < 4, z
+    # Control: the exact mean of noiseless gradient descent (Sigma = 0) misses every
+    # schedule's floor, and the same check rejects it (measured z >= 6.2).
+    z_control = optimization.schedule_window_z(res, noiseless=True)
+    assert min(abs(v) for v in z_control.values()) > 4, z_control
     # Decaying the learning rate lowers the loss below the constant-eta floor.
     constant = next(iter(res.measured))
     for name in ("step decay", "cosine decay"):
