@@ -446,9 +446,7 @@ class ScheduleResult(NamedTuple):
     theory: dict  # name -> exact mean (sgd_mean_loss)
     floors: dict  # name -> stationary loss of the final learning rate
     chains: dict  # name -> loss of every chain, shape (n_seeds, steps)
-    noise_var: np.ndarray  # Sigma_ii in H's eigenbasis (for the noiseless control)
-    h: np.ndarray  # eigenvalues of H
-    theta0_sq: np.ndarray  # squared coordinates of theta_0 in H's eigenbasis
+    theory_noiseless: dict  # name -> exact mean of gradient descent without noise (the negative control)
 
 
 def run_schedules(
@@ -495,7 +493,7 @@ def run_schedules(
             for i, n in enumerate(names)
         },
         chains={n: np.asarray(losses[i]) for i, n in enumerate(names)},
-        noise_var=np.asarray(prob.noise_var), h=np.asarray(prob.h), theta0_sq=theta0_sq,
+        theory_noiseless={n: sgd_mean_loss(table[i], prob.h, 0.0 * prob.noise_var, theta0_sq) for i, n in enumerate(names)},
     )
 
 
@@ -507,11 +505,11 @@ def schedule_window_z(res: ScheduleResult, *, window: int = 200, noiseless: bool
     window averages. ``noiseless=True`` compares with the exact mean of gradient descent
     without noise (``Sigma = 0``): the negative control.
     """
+    theories = res.theory_noiseless if noiseless else res.theory
     out = {}
     for name, chains in res.chains.items():
         per_chain = np.asarray(chains, np.float64)[:, -window:].mean(axis=1)
-        noise = 0.0 * res.noise_var if noiseless else res.noise_var
-        theory = sgd_mean_loss(res.lrs[name], res.h, noise, res.theta0_sq)[-window:].mean()
+        theory = theories[name][-window:].mean()
         sem = per_chain.std(ddof=1) / np.sqrt(per_chain.size)
         out[name] = float((per_chain.mean() - theory) / sem)
     return out

@@ -849,17 +849,19 @@ def run_diffusion(*, width: int = 96, steps: int = 4000, batch: int = 512, lr: f
     x_exact = sample(exact_fn, n_samples, sigmas=sigmas, key=exact_key)
     x_lang = jit_loop(langevin_sample, static_argnums=(0, 1), static_argnames=("steps",))(
         exact_fn, n_samples, sigma=sigma_min, step_size=2e-3, steps=n_steps, box=3.0, key=langevin_key)
+    # The start check: the exact-score sampler (the same compiled program) from each sigma_0, n_repeats runs.
+    starts = (sigma_narrow, sigma_max)
+    fractions_starts = np.zeros((len(starts), mix.means.shape[0]))
+    for i, s0 in enumerate(starts):
+        levels = noise_levels(sigma_min, s0, n_steps)
+        for k in jax.random.split(jax.random.fold_in(start_key, i), n_repeats):
+            fractions_starts[i] += component_fractions(mix, sample(exact_fn, n_samples, sigmas=levels, key=k)) / n_repeats
     return DiffusionResult(
         mixture=mix, sigmas_eval=np.asarray(sigmas_eval), score_error=np.asarray(errors), losses=np.asarray(losses),
         samples=np.asarray(x_net), samples_exact=np.asarray(x_exact), samples_langevin=np.asarray(x_lang),
         fractions=component_fractions(mix, x_net), fractions_exact=component_fractions(mix, x_exact),
         fractions_langevin=component_fractions(mix, x_lang), grid_sigma=0.3, params=params,
-        starts=np.array([sigma_narrow, sigma_max]),
-        fractions_starts=np.array([
-            np.mean([component_fractions(mix, sample(exact_fn, n_samples, sigmas=noise_levels(sigma_min, s0, n_steps), key=k))
-                     for k in jax.random.split(jax.random.fold_in(start_key, i), n_repeats)], axis=0)
-            for i, s0 in enumerate((sigma_narrow, sigma_max))]),
-        n_start_check=n_samples * n_repeats,
+        starts=np.array(starts), fractions_starts=fractions_starts, n_start_check=n_samples * n_repeats,
     )
 
 
